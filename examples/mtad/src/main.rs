@@ -1,0 +1,2 @@
+//! mtad: placeholder.
+fn main() {}

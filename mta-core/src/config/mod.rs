@@ -1,0 +1,3 @@
+//! Placeholder while this module is being written.
+
+pub mod master_cf;
