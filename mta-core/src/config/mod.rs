@@ -319,7 +319,18 @@ impl Config {
     pub fn default_raw(&self, name: &str) -> Option<String> {
         if let Some(def) = registry::lookup(name) {
             if def.computed {
-                return Some(self.computed_default(name));
+                // While a computed default is being worked out, a value that
+                // refers back to it sees it empty, as in Postfix, which sets
+                // these defaults one after the other at start-up
+                // (`myhostname = ${mydomain}x` gives `localdomainx`).
+                let reentered = COMPUTING.with(|c| c.borrow().contains(&def.name));
+                if reentered {
+                    return Some(String::new());
+                }
+                COMPUTING.with(|c| c.borrow_mut().push(def.name));
+                let value = self.computed_default(name);
+                COMPUTING.with(|c| c.borrow_mut().pop());
+                return Some(value);
             }
             return Some(def.default.to_string());
         }
@@ -438,7 +449,8 @@ impl Config {
     }
 
     /// The value of `name`, expanded, with undefined references reported
-    /// in `warnings`.
+    /// in `warnings`. Parameters of kind [`ParameterKind::Raw`] come back
+    /// as they are.
     pub fn expanded_with_warnings(
         &self,
         name: &str,
@@ -447,6 +459,9 @@ impl Config {
         let raw = self
             .raw(name)
             .ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
+        if self.kind(name) == Some(ParameterKind::Raw) {
+            return Ok(raw);
+        }
         self.expand_text(name, &raw, warnings)
     }
 
@@ -630,6 +645,12 @@ impl Config {
     }
 }
 
+thread_local! {
+    /// The computed defaults being worked out on this thread, innermost
+    /// last.
+    static COMPUTING: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Splits a list value on commas and white space, as Postfix does.
 ///
 /// # Example
@@ -745,6 +766,14 @@ mod tests {
         );
         let c = Config::parse("mydomain = foo.bar\n", "m", facts()).unwrap();
         assert_eq!(c.expanded("myhostname").unwrap(), "vm.foo.bar");
+        // Computed defaults that refer to each other, as postconf 3.7.11
+        // resolves them.
+        let c = Config::parse("myhostname = ${mydomain}x\n", "m", facts()).unwrap();
+        assert_eq!(c.expanded("myhostname").unwrap(), "localdomainx");
+        assert_eq!(c.expanded("mydomain").unwrap(), "localdomain");
+        let c = Config::parse("mydomain = $myhostname\n", "m", facts()).unwrap();
+        assert_eq!(c.expanded("myhostname").unwrap(), "vm.");
+        assert_eq!(c.expanded("mydomain").unwrap(), "vm.");
         let c = Config::parse("myhostname = a.b.c\n", "m", facts()).unwrap();
         assert_eq!(c.expanded("mydomain").unwrap(), "b.c");
         assert_eq!(

@@ -372,7 +372,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     ParameterDef {
         name: "command_execution_directory",
         default: "",
-        kind: ParameterKind::Text,
+        kind: ParameterKind::Raw,
         computed: false,
     },
     ParameterDef {
@@ -582,7 +582,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     ParameterDef {
         name: "default_rbl_reply",
         default: "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}",
-        kind: ParameterKind::Text,
+        kind: ParameterKind::Raw,
         computed: false,
     },
     ParameterDef {
@@ -894,7 +894,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     ParameterDef {
         name: "forward_path",
         default: "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
-        kind: ParameterKind::Text,
+        kind: ParameterKind::Raw,
         computed: false,
     },
     ParameterDef {
@@ -1728,7 +1728,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     ParameterDef {
         name: "luser_relay",
         default: "",
-        kind: ParameterKind::Text,
+        kind: ParameterKind::Raw,
         computed: false,
     },
     ParameterDef {
@@ -1764,7 +1764,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     ParameterDef {
         name: "mailbox_command",
         default: "",
-        kind: ParameterKind::Text,
+        kind: ParameterKind::Raw,
         computed: false,
     },
     ParameterDef {
@@ -2376,7 +2376,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     ParameterDef {
         name: "postscreen_expansion_filter",
         default: "$smtpd_expansion_filter",
-        kind: ParameterKind::Text,
+        kind: ParameterKind::Raw,
         computed: false,
     },
     ParameterDef {
@@ -2466,7 +2466,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     ParameterDef {
         name: "postscreen_reject_footer",
         default: "$smtpd_reject_footer",
-        kind: ParameterKind::Text,
+        kind: ParameterKind::Raw,
         computed: false,
     },
     ParameterDef {
@@ -2513,7 +2513,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     },
     ParameterDef {
         name: "process_id",
-        default: "12622",
+        default: "15817",
         kind: ParameterKind::Integer,
         computed: true,
     },
@@ -3678,7 +3678,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     ParameterDef {
         name: "smtpd_expansion_filter",
         default: "\\t\\40!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
-        kind: ParameterKind::Text,
+        kind: ParameterKind::Raw,
         computed: false,
     },
     ParameterDef {
@@ -3882,7 +3882,7 @@ pub(crate) static PARAMETERS: &[ParameterDef] = &[
     ParameterDef {
         name: "smtpd_reject_footer",
         default: "",
-        kind: ParameterKind::Text,
+        kind: ParameterKind::Raw,
         computed: false,
     },
     ParameterDef {

@@ -1,7 +1,7 @@
 //! The parameter registry: every parameter Postfix 3.7 knows, with its
 //! default and its kind.
 //!
-//! The table itself ([`parameters`](super::parameters)) is generated from
+//! The table itself (the private `parameters` module) is generated from
 //! Debian's `postconf -d` and `postconf(5)` by `tools/gen-parameters.py`, so
 //! the defaults are Postfix's own, byte for byte. This module adds what the
 //! table cannot say: mtad's few deliberate deviations (see
@@ -35,6 +35,11 @@ pub enum ParameterKind {
     TableList,
     /// A list of SMTP access restrictions.
     RestrictionList,
+    /// Text that the configuration does not expand, because it holds
+    /// macros that a service fills in when it uses the value
+    /// (`mailbox_command` with `$user`, `default_rbl_reply` with
+    /// `$rbl_code`).
+    Raw,
 }
 
 /// One entry of the registry.
