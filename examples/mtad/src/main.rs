@@ -117,11 +117,24 @@ fn main() -> ExitCode {
 /// warnings; exit 1 on any error.
 fn check(flag: Option<PathBuf>) -> Result<(), Fatal> {
     let (dir, explicit) = config_dir(flag);
-    let loaded = postconf::load(&dir, explicit, "mtad")?;
-    for w in loaded.config.warnings() {
+    let mut config = postconf::load(&dir, explicit, "mtad")?.config;
+    config.read_files(&|path| std::fs::read_to_string(path).map_err(|e| io_reason(&e)));
+    for w in config.warnings() {
         warn(&w.to_string());
     }
-    let errors = loaded.config.validate();
+    let mut errors = config.validate();
+    for name in config.parameter_names() {
+        if config.kind(&name) == Some(mta_core::config::registry::ParameterKind::List)
+            && config.is_set(&name)
+        {
+            if let Err(e) = config.list(&name) {
+                errors.push(e);
+            }
+        }
+    }
+    if let Err(e) = config.text_or_file("myorigin") {
+        errors.push(e);
+    }
     for e in &errors {
         eprintln!("{}: error: {e}", program());
     }

@@ -44,6 +44,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::units::TimeUnit;
+
 use self::expand::{ExpandError, ExpandWarning};
 use self::main_cf::{MainCf, MainCfError, MainCfWarning};
 use self::registry::{ParameterKind, ServiceParameter};
@@ -70,7 +72,7 @@ pub enum ConfigError {
     },
     /// A value is not of its parameter's kind (`smtpd_helo_required =
     /// maybe`, `message_size_limit = 10M`).
-    #[error("{location}: bad value for parameter {name}: \"{value}\": {expected}")]
+    #[error("{location}: parameter {name}: {expected}")]
     BadValue {
         /// `FILE, line N` of the setting, or `default` for a default.
         location: String,
@@ -78,13 +80,26 @@ pub enum ConfigError {
         name: String,
         /// The expanded value.
         value: String,
-        /// What was expected instead.
+        /// What is wrong, naming the value and what was expected.
         expected: String,
     },
     /// A typed accessor was asked for a name that no one defines: a bug in
     /// the caller, reported instead of a panic.
     #[error("unknown parameter {0}")]
     Unknown(String),
+    /// A value names a file (`mydestination = /etc/mta/destinations`,
+    /// `myorigin = /etc/mailname`) that could not be read.
+    #[error("{location}: parameter {name}: open {path}: {reason}")]
+    File {
+        /// `FILE, line N` of the setting, or `default` for a default.
+        location: String,
+        /// The parameter.
+        name: String,
+        /// The file named by the value.
+        path: String,
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 /// A network interface address of this machine, with its prefix length.
@@ -198,6 +213,9 @@ pub struct Config {
     overrides: Vec<(String, String)>,
     /// Read defaults only, ignoring `main.cf` (`postconf -d`).
     defaults_only: bool,
+    /// Contents of files that values name, read through
+    /// [`Config::read_files`]: path → text, or why it could not be read.
+    files: std::collections::BTreeMap<String, Result<String, String>>,
 }
 
 impl Config {
@@ -221,6 +239,7 @@ impl Config {
             master_references: BTreeSet::new(),
             overrides: Vec::new(),
             defaults_only: false,
+            files: std::collections::BTreeMap::new(),
         }
     }
 
@@ -498,42 +517,107 @@ impl Config {
     /// A `yes`/`no` parameter. Postfix compares case-insensitively.
     pub fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
         let value = self.expanded(name)?;
-        match value.to_ascii_lowercase().as_str() {
-            "yes" => Ok(true),
-            "no" => Ok(false),
-            _ => Err(self.bad_value(name, &value, "expected yes or no")),
-        }
+        crate::units::parse_bool(&value).map_err(|e| self.bad_value(name, &value, e.to_string()))
     }
 
     /// An integer parameter.
     pub fn integer(&self, name: &str) -> Result<i64, ConfigError> {
         let value = self.expanded(name)?;
-        value
-            .trim()
-            .parse()
-            .map_err(|_| self.bad_value(name, &value, "expected a decimal number"))
-    }
-
-    /// A time parameter, in its registry unit when the value has none.
-    pub fn time(&self, name: &str) -> Result<Duration, ConfigError> {
-        let unit = match self.kind(name) {
-            Some(ParameterKind::Time { default_unit }) => default_unit,
-            _ => 's',
-        };
-        let value = self.expanded(name)?;
-        parse_time(&value, unit).ok_or_else(|| {
+        value.trim().parse().map_err(|_| {
             self.bad_value(
                 name,
                 &value,
-                format!("expected a number with an optional unit s, m, h, d or w (default {unit})"),
+                format!("bad integer value \"{value}\": expected a decimal number"),
             )
         })
     }
 
+    /// A time parameter, in its registry unit when the value has none.
+    pub fn time(&self, name: &str) -> Result<Duration, ConfigError> {
+        let letter = match self.kind(name) {
+            Some(ParameterKind::Time { default_unit }) => default_unit,
+            _ => 's',
+        };
+        let unit = TimeUnit::from_letter(letter).unwrap_or(TimeUnit::Seconds);
+        let value = self.expanded(name)?;
+        crate::units::parse_time(&value, unit)
+            .map_err(|e| self.bad_value(name, &value, e.to_string()))
+    }
+
     /// A list parameter, split on commas and white space, entries kept as
     /// text.
+    /// Entries that name a file (they start with `/`) are replaced by the
+    /// words of that file, when [`read_files`](Self::read_files) has read
+    /// it; `#` starts a comment there, to the end of the line.
     pub fn list(&self, name: &str) -> Result<Vec<String>, ConfigError> {
-        Ok(split_list(&self.expanded(name)?))
+        let mut out = Vec::new();
+        for entry in split_list(&self.expanded(name)?) {
+            match self.files.get(&entry) {
+                Some(Ok(text)) if entry.starts_with('/') => {
+                    for line in text.lines() {
+                        let line = line.split('#').next().unwrap_or("");
+                        out.extend(split_list(line));
+                    }
+                }
+                Some(Err(reason)) if entry.starts_with('/') => {
+                    return Err(ConfigError::File {
+                        location: self.location(name),
+                        name: name.to_string(),
+                        path: entry,
+                        reason: reason.clone(),
+                    });
+                }
+                _ => out.push(entry),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A text parameter whose value may instead name a file holding it,
+    /// as Debian's Postfix allows for `myorigin = /etc/mailname`: the
+    /// first word of the file, when [`read_files`](Self::read_files) has
+    /// read it.
+    pub fn text_or_file(&self, name: &str) -> Result<String, ConfigError> {
+        let value = self.expanded(name)?;
+        match self.files.get(&value) {
+            Some(Ok(text)) if value.starts_with('/') => {
+                Ok(text.split_whitespace().next().unwrap_or("").to_string())
+            }
+            Some(Err(reason)) if value.starts_with('/') => Err(ConfigError::File {
+                location: self.location(name),
+                name: name.to_string(),
+                path: value,
+                reason: reason.clone(),
+            }),
+            _ => Ok(value),
+        }
+    }
+
+    /// Reads, through `read`, every file that a list parameter or
+    /// `myorigin` names, so that [`list`](Self::list) and
+    /// [`text_or_file`](Self::text_or_file) can splice in their contents.
+    /// This crate does no I/O itself: the caller supplies the reader
+    /// (`std::fs::read_to_string`, or a map in tests). A file that cannot
+    /// be read is remembered and reported by the accessor that needs it.
+    pub fn read_files(&mut self, read: &dyn Fn(&str) -> Result<String, String>) {
+        let mut paths = BTreeSet::new();
+        for name in self.parameter_names() {
+            let wanted = name == "myorigin" || self.kind(&name) == Some(ParameterKind::List);
+            if !wanted {
+                continue;
+            }
+            if let Ok(value) = self.expanded(&name) {
+                paths.extend(
+                    split_list(&value)
+                        .into_iter()
+                        .filter(|e| e.starts_with('/')),
+                );
+            }
+        }
+        for path in paths {
+            let contents = read(&path);
+            self.files.insert(path, contents);
+        }
     }
 
     /// A list parameter with each entry classified as a word, a file or a
@@ -561,7 +645,7 @@ impl Config {
             self.bad_value(
                 "compatibility_level",
                 &value,
-                "expected a level such as 3.6",
+                format!("bad compatibility level \"{value}\": expected a level such as 3.6"),
             )
         })
     }
@@ -675,28 +759,6 @@ pub fn is_table_reference(entry: &str) -> bool {
     }
 }
 
-/// Parses a Postfix time value (`300`, `300s`, `5m`, `1h`, `5d`, `1w`).
-fn parse_time(value: &str, default_unit: char) -> Option<Duration> {
-    let value = value.trim();
-    let (digits, unit) = match value.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&value[..i], c.to_ascii_lowercase()),
-        _ => (value, default_unit),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    let scale = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86400,
-        'w' => 7 * 86400,
-        _ => return None,
-    };
-    n.checked_mul(scale).map(Duration::from_secs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,7 +854,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.boolean("smtpd_helo_required").unwrap_err().to_string(),
-            "/etc/mta/main.cf, line 1: bad value for parameter smtpd_helo_required: \"maybe\": expected yes or no"
+            "/etc/mta/main.cf, line 1: parameter smtpd_helo_required: bad boolean value \"maybe\": expected yes or no"
         );
         assert!(matches!(
             c.integer("message_size_limit"),
@@ -849,6 +911,31 @@ mod tests {
                 ListEntry::File("/etc/mta/dest".into()),
                 ListEntry::Table("hash:/etc/mta/more".into())
             ]
+        );
+    }
+
+    #[test]
+    fn values_that_name_files_read_them_through_the_caller() {
+        let mut c = Config::parse(
+            "myorigin = /etc/mailname\nmydestination = localhost, /etc/mta/dest\n\
+             relay_domains = /nonexistent\n",
+            "/etc/mta/main.cf",
+            facts(),
+        )
+        .unwrap();
+        c.read_files(&|path| match path {
+            "/etc/mailname" => Ok("example.com\n".to_string()),
+            "/etc/mta/dest" => Ok("# ours\na.example, b.example # both\nc.example\n".to_string()),
+            _ => Err("No such file or directory".to_string()),
+        });
+        assert_eq!(c.text_or_file("myorigin").unwrap(), "example.com");
+        assert_eq!(
+            c.list("mydestination").unwrap(),
+            ["localhost", "a.example", "b.example", "c.example"]
+        );
+        assert_eq!(
+            c.list("relay_domains").unwrap_err().to_string(),
+            "/etc/mta/main.cf, line 3: parameter relay_domains: open /nonexistent: No such file or directory"
         );
     }
 
