@@ -687,17 +687,8 @@ impl DeliveryReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::block_on;
     use std::io::Read;
-    use std::task::{Context, Poll, Waker};
-
-    fn block_on<F: Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let mut cx = Context::from_waker(Waker::noop());
-        match f.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("test agents are always ready"),
-        }
-    }
 
     fn request(recipients: &[(&str, u64)], content: &[u8]) -> DeliveryRequest {
         let id = QueueId::from_parts(1_700_000_000, 1, 2);

@@ -534,19 +534,8 @@ mod stub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
+    use crate::test_support::block_on;
     use std::sync::Arc;
-    use std::task::{Context, Poll, Waker};
-
-    /// Runs a future that is ready without waiting (the stub's are).
-    fn block_on<F: Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let mut cx = Context::from_waker(Waker::noop());
-        match f.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("stub futures are always ready"),
-        }
-    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -39,3 +39,6 @@ pub mod dns;
 pub mod queue_id;
 pub mod reply;
 pub mod units;
+
+#[cfg(test)]
+mod test_support;
