@@ -164,8 +164,9 @@ pub(crate) fn run(args: Args) -> Result<String, Fatal> {
     };
     let mut out = String::new();
     let mut undefined = BTreeSet::new();
+    let user_defined = view.used_user_parameters();
     for name in &names {
-        if !view.is_known(name) && !view.used_user_parameters().contains(name) {
+        if !view.is_known(name) && !user_defined.contains(name) {
             crate::warn(&format!("{name}: unknown parameter"));
             continue;
         }
