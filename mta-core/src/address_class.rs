@@ -99,6 +99,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use crate::config::{Config, ConfigError};
+
 use crate::address::{
     AddressError, Domain, LocalPart, MailAddress, ParseOptions, RecipientDelimiter,
 };
@@ -1444,6 +1446,116 @@ fn default_route(
         .or(relayhost)
         .map_or_else(|| domain.to_string(), str::to_owned);
     (spec.transport().to_owned(), nexthop)
+}
+
+/// Building the resolver's inputs from a parsed `main.cf`.
+impl RewriteConfig {
+    /// The rewrite and resolve settings of `config`: `myhostname`,
+    /// `mydomain`, `myorigin` (which may name a file, as in Debian), the
+    /// `*_transport` parameters, `relayhost`, the rewriting switches, and
+    /// our own addresses from `inet_interfaces` and `proxy_interfaces`
+    /// ([`Config::own_addresses`]).
+    ///
+    /// # Errors
+    ///
+    /// A value that is not what its parameter needs (a host name that is
+    /// not a domain, a transport without a name), naming the file and line.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use mta_core::address_class::RewriteConfig;
+    /// use mta_core::config::{Config, HostFacts};
+    ///
+    /// let config = Config::parse(
+    ///     "myhostname = mail.example.com\nrelayhost = [smtp.example.net]:587\n",
+    ///     "main.cf",
+    ///     HostFacts::default(),
+    /// )?;
+    /// let rewrite = RewriteConfig::from_config(&config)?;
+    /// assert_eq!(rewrite.mydomain.as_str(), "example.com");
+    /// assert_eq!(rewrite.local_transport.to_string(), "local:mail.example.com");
+    /// assert_eq!(rewrite.relayhost.as_deref(), Some("[smtp.example.net]:587"));
+    /// # Ok::<(), mta_core::config::ConfigError>(())
+    /// ```
+    pub fn from_config(config: &Config) -> Result<RewriteConfig, ConfigError> {
+        let domain = |name: &str| -> Result<Domain, ConfigError> {
+            let value = config.text_or_file(name)?;
+            Domain::parse(&value, ParseOptions::LENIENT.with_smtputf8(true))
+                .map_err(|e| config.bad_value(name, &value, format!("not a domain name: {e}")))
+        };
+        let transport = |name: &str| -> Result<TransportSpec, ConfigError> {
+            let value = config.expanded(name)?;
+            TransportSpec::parse(&value).map_err(|e| config.bad_value(name, &value, e.to_string()))
+        };
+        let mut c = RewriteConfig::new(domain("myhostname")?, domain("mydomain")?);
+        c.myorigin = domain("myorigin")?;
+        c.append_at_myorigin = config.boolean("append_at_myorigin")?;
+        c.append_dot_mydomain = config.boolean("append_dot_mydomain")?;
+        c.swap_bangpath = config.boolean("swap_bangpath")?;
+        c.allow_percent_hack = config.boolean("allow_percent_hack")?;
+        c.resolve_dequoted_address = config.boolean("resolve_dequoted_address")?;
+        c.resolve_numeric_domain = config.boolean("resolve_numeric_domain")?;
+        c.allow_min_user = config.boolean("allow_min_user")?;
+        let remote = config.expanded("remote_header_rewrite_domain")?;
+        c.remote_header_rewrite_domain = if remote.is_empty() {
+            None
+        } else {
+            Some(domain("remote_header_rewrite_domain")?)
+        };
+        let empty = config.expanded("empty_address_recipient")?;
+        c.empty_address_recipient = LocalPart::new(empty.clone()).map_err(|e| {
+            config.bad_value(
+                "empty_address_recipient",
+                &empty,
+                format!("not a local part: {e}"),
+            )
+        })?;
+        c.local_transport = transport("local_transport")?;
+        c.virtual_transport = transport("virtual_transport")?;
+        c.relay_transport = transport("relay_transport")?;
+        c.default_transport = transport("default_transport")?;
+        let relayhost = config.expanded("relayhost")?;
+        c.relayhost = (!relayhost.trim().is_empty()).then(|| relayhost.trim().to_owned());
+        c.our_addresses = config.own_addresses()?;
+        c.parent_domain_matches_subdomains = config.list("parent_domain_matches_subdomains")?;
+        Ok(c)
+    }
+}
+
+impl LiteralDomainList {
+    /// The domain list parameter `name` of `config`, with entries from
+    /// files that [`Config::read_files`] has read spliced in.
+    ///
+    /// # Errors
+    ///
+    /// A `type:table` entry: table lookups are the job of `mta-maps`,
+    /// whose lists implement [`DomainList`] and replace this one. A bad
+    /// entry, naming the file and line.
+    pub fn from_config(
+        config: &Config,
+        rewrite: &RewriteConfig,
+        name: &str,
+    ) -> Result<LiteralDomainList, ConfigError> {
+        let entries = config.list(name)?;
+        if let Some(table) = entries
+            .iter()
+            .find(|e| crate::config::is_table_reference(e))
+        {
+            let value = config.expanded(name)?;
+            return Err(config.bad_value(
+                name,
+                &value,
+                format!(
+                    "{table} is a lookup table: literal domain lists take names and files only"
+                ),
+            ));
+        }
+        LiteralDomainList::new(&entries, rewrite.parent_matches_subdomains(name)).map_err(|e| {
+            let value = config.expanded(name).unwrap_or_default();
+            config.bad_value(name, &value, e.to_string())
+        })
+    }
 }
 
 #[cfg(test)]

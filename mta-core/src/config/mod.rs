@@ -458,6 +458,58 @@ impl Config {
         v4.join(" ")
     }
 
+    /// This machine's addresses as a mail destination: those that
+    /// `inet_interfaces` selects from the host facts (`all`, `loopback-only`,
+    /// or literal addresses) and the literal addresses in
+    /// `proxy_interfaces`, as `inet_protocols` allows. Mail for
+    /// `user@[address]` of these is local. Host names in either list are
+    /// not resolved here (this crate does no DNS): they are an error.
+    pub fn own_addresses(&self) -> Result<Vec<IpAddr>, ConfigError> {
+        let protocols = self.list("inet_protocols")?;
+        let wanted = |a: &IpAddr| {
+            protocols.iter().any(|p| p == "all")
+                || protocols
+                    .iter()
+                    .any(|p| (p == "ipv4" && a.is_ipv4()) || (p == "ipv6" && a.is_ipv6()))
+        };
+        let literal = |name: &str, entry: &str| -> Result<IpAddr, ConfigError> {
+            entry
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| {
+                    self.bad_value(
+                        name,
+                        entry,
+                        format!(
+                            "\"{entry}\" is not an address: host names are not supported in {name}"
+                        ),
+                    )
+                })
+        };
+        let mut out = Vec::new();
+        for entry in self.list("inet_interfaces")? {
+            match entry.as_str() {
+                "all" => out.extend(self.facts.interfaces.iter().map(|i| i.address)),
+                "loopback-only" => out.extend(
+                    self.facts
+                        .interfaces
+                        .iter()
+                        .map(|i| i.address)
+                        .filter(IpAddr::is_loopback),
+                ),
+                _ => out.push(literal("inet_interfaces", &entry)?),
+            }
+        }
+        for entry in self.list("proxy_interfaces")? {
+            out.push(literal("proxy_interfaces", &entry)?);
+        }
+        out.retain(|a| wanted(a));
+        let mut seen = BTreeSet::new();
+        out.retain(|a| seen.insert(*a));
+        Ok(out)
+    }
+
     /// Where the value of `name` comes from, for messages: `FILE, line N`
     /// or `default`.
     pub fn location(&self, name: &str) -> String {
@@ -505,7 +557,10 @@ impl Config {
         self.expanded_with_warnings(name, &mut Vec::new())
     }
 
-    fn bad_value(&self, name: &str, value: &str, expected: impl Into<String>) -> ConfigError {
+    /// A [`ConfigError::BadValue`] for parameter `name`, located at its
+    /// setting: for callers that validate a value further (as a domain,
+    /// a transport) and must still name the file and line.
+    pub fn bad_value(&self, name: &str, value: &str, expected: impl Into<String>) -> ConfigError {
         ConfigError::BadValue {
             location: self.location(name),
             name: name.to_string(),
