@@ -24,6 +24,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::{Duration, SystemTime};
+//! use mta_core::address::ReversePath;
 //! use mta_core::delivery::*;
 //! use mta_core::queue_id::QueueId;
 //! use mta_core::reply::EnhancedStatus;
@@ -44,10 +45,12 @@
 //! }
 //!
 //! let id = QueueId::from_parts(1_700_000_000, 0, 1);
-//! let envelope = Envelope::new(id, "sender@example.com", SystemTime::UNIX_EPOCH, 5);
+//! let sender = ReversePath::Mailbox("sender@example.com".parse().unwrap());
+//! let envelope = Envelope::new(id, sender, SystemTime::UNIX_EPOCH, 5);
+//! let (a, b) = ("a@example.org".parse().unwrap(), "b@example.org".parse().unwrap());
 //! let request = DeliveryRequest::new(
 //!     envelope,
-//!     vec![Recipient::new("a@example.org", 100), Recipient::new("b@example.org", 160)],
+//!     vec![Recipient::new(a, 100), Recipient::new(b, 160)],
 //!     "example.org",
 //!     Duration::from_secs(300),
 //!     Arc::new(MemoryContent::new(b"Hi.\n".to_vec())),
@@ -65,10 +68,6 @@
 //! # Ok::<(), ReportError>(())
 //! ```
 
-// NOTE: addresses are `String` for now (the empty string is the null
-// reverse path); they become `crate::address::MailAddress` and
-// `crate::address::ReversePath` once address.rs has landed.
-
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -77,6 +76,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::address::{MailAddress, ReversePath};
 use crate::queue_id::QueueId;
 use crate::reply::{EnhancedStatus, Reply, StatusClass};
 
@@ -267,9 +267,9 @@ impl ClientInfo {
 pub struct Envelope {
     /// The message's queue ID, for log lines.
     pub queue_id: QueueId,
-    /// The reverse path (`MAIL FROM`); empty for the null reverse path
-    /// `<>` of bounces.
-    pub sender: String,
+    /// The reverse path (`MAIL FROM`); [`ReversePath::Null`] for the `<>`
+    /// of bounces.
+    pub sender: ReversePath,
     /// When the message entered the queue (for `delay=` and DSNs).
     pub arrival_time: SystemTime,
     /// The size of the content in bytes, as logged in `size=`.
@@ -291,13 +291,13 @@ impl Envelope {
     /// body type; set those fields as needed.
     pub fn new(
         queue_id: QueueId,
-        sender: impl Into<String>,
+        sender: ReversePath,
         arrival_time: SystemTime,
         size: u64,
     ) -> Envelope {
         Envelope {
             queue_id,
-            sender: sender.into(),
+            sender,
             arrival_time,
             size,
             client: None,
@@ -311,7 +311,7 @@ impl Envelope {
     /// Whether the reverse path is null (`<>`), as for bounces: such mail
     /// must never cause another bounce.
     pub fn has_null_sender(&self) -> bool {
-        self.sender.is_empty()
+        self.sender.is_null()
     }
 }
 
@@ -320,10 +320,10 @@ impl Envelope {
 #[non_exhaustive]
 pub struct Recipient {
     /// The final address to deliver to, after all rewriting.
-    pub address: String,
+    pub address: MailAddress,
     /// The address as the client gave it, before rewriting (for
     /// `X-Original-To:` and `orig_to=` in logs), if different.
-    pub original: Option<String>,
+    pub original: Option<MailAddress>,
     /// RFC 3461 `ORCPT`, as `addr-type;address` decoded from xtext, for
     /// DSNs.
     pub dsn_orcpt: Option<String>,
@@ -336,9 +336,9 @@ pub struct Recipient {
 
 impl Recipient {
     /// A recipient with no original address and no DSN parameters.
-    pub fn new(address: impl Into<String>, queue_offset: u64) -> Recipient {
+    pub fn new(address: MailAddress, queue_offset: u64) -> Recipient {
         Recipient {
-            address: address.into(),
+            address,
             original: None,
             dsn_orcpt: None,
             notify: None,
@@ -485,15 +485,15 @@ impl StatusDetail {
 pub struct Resubmission {
     /// The new recipients. May be empty (an alias whose only targets were
     /// delivered locally, or were duplicates).
-    pub recipients: Vec<String>,
+    pub recipients: Vec<MailAddress>,
     /// A new reverse path for the new message, as an `owner-` alias sets
     /// it; `None` keeps the original sender.
-    pub sender: Option<String>,
+    pub sender: Option<ReversePath>,
 }
 
 impl Resubmission {
     /// A resubmission to these addresses, keeping the sender.
-    pub fn new(recipients: Vec<String>) -> Resubmission {
+    pub fn new(recipients: Vec<MailAddress>) -> Resubmission {
         Resubmission {
             recipients,
             sender: None,
@@ -687,12 +687,21 @@ impl DeliveryReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn addr(text: &str) -> MailAddress {
+        text.parse().expect("a test address")
+    }
     use crate::test_support::block_on;
     use std::io::Read;
 
     fn request(recipients: &[(&str, u64)], content: &[u8]) -> DeliveryRequest {
         let id = QueueId::from_parts(1_700_000_000, 1, 2);
-        let mut envelope = Envelope::new(id, "", SystemTime::UNIX_EPOCH, content.len() as u64);
+        let mut envelope = Envelope::new(
+            id,
+            ReversePath::Null,
+            SystemTime::UNIX_EPOCH,
+            content.len() as u64,
+        );
         envelope.client = Some(ClientInfo::new(
             "client.example",
             "192.0.2.7".parse().unwrap(),
@@ -703,7 +712,7 @@ mod tests {
             envelope,
             recipients
                 .iter()
-                .map(|&(a, o)| Recipient::new(a, o))
+                .map(|&(a, o)| Recipient::new(addr(a), o))
                 .collect(),
             "example.org",
             Duration::from_secs(60),
@@ -733,16 +742,16 @@ mod tests {
                             "cannot read content",
                             relay.clone(),
                         ))
-                    } else if rcpt.address.starts_with("nobody@") {
+                    } else if rcpt.address.local_part().as_str() == "nobody" {
                         DeliveryStatus::Bounced(StatusDetail::new(
                             EnhancedStatus::BAD_MAILBOX,
                             "user unknown",
                             relay.clone(),
                         ))
-                    } else if rcpt.address.starts_with("list@") {
+                    } else if rcpt.address.local_part().as_str() == "list" {
                         DeliveryStatus::Resubmit(Resubmission::new(vec![
-                            "a@example.org".into(),
-                            "b@example.org".into(),
+                            addr("a@example.org"),
+                            addr("b@example.org"),
                         ]))
                     } else {
                         DeliveryStatus::Delivered(StatusDetail::new(

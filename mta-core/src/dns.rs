@@ -44,8 +44,9 @@
 //! }
 //! ```
 
-// NOTE: names are `&str`/`String` for now; they become
-// `crate::address::Domain` once address.rs has landed.
+// Names are plain text, not `crate::address::Domain`: DNS asks about
+// names that are not mail domains (`2.0.0.127.zen.example` for a DNSBL,
+// `_25._tcp.mx.example` for TLSA), and answers are taken as they come.
 
 use std::fmt;
 use std::future::Future;
