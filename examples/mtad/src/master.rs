@@ -20,6 +20,7 @@ pub(crate) fn render(
     _m: bool,
     _f: bool,
     _p: bool,
+    _fold: bool,
 ) -> Result<String, Fatal> {
     Err(Fatal("master.cf output is not wired yet".into()))
 }

@@ -26,6 +26,9 @@ pub(crate) struct Args {
     /// Expand $name references in the printed values.
     #[arg(short = 'x')]
     expand: bool,
+    /// Fold long lines for human readability.
+    #[arg(short = 'f')]
+    fold: bool,
     /// Print values only, without "name = ".
     #[arg(short = 'h')]
     values_only: bool,
@@ -103,8 +106,28 @@ fn collapse(value: &str) -> String {
     value.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn print_line(out: &mut String, name: &str, value: &str, values_only: bool) {
+/// The width `postconf -f` folds lines to; continuation lines start with
+/// four spaces.
+const FOLD_WIDTH: usize = 80;
+
+fn print_line(out: &mut String, name: &str, value: &str, values_only: bool, fold: bool) {
     let value = collapse(value);
+    if fold && !values_only {
+        let mut line = format!("{name} =");
+        for word in value.split(' ').filter(|w| !w.is_empty()) {
+            if line.len() + 1 + word.len() > FOLD_WIDTH && !line.trim().is_empty() {
+                out.push_str(&line);
+                out.push('\n');
+                line = format!("    {word}");
+            } else {
+                line.push(' ');
+                line.push_str(word);
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+        return;
+    }
     if values_only {
         out.push_str(&value);
     } else if value.is_empty() {
@@ -141,6 +164,7 @@ pub(crate) fn run(args: Args) -> Result<String, Fatal> {
             args.master,
             args.master_fields,
             args.master_params,
+            args.fold,
         );
     }
     let config = &loaded.config;
@@ -189,7 +213,7 @@ pub(crate) fn run(args: Args) -> Result<String, Fatal> {
         } else {
             view.raw(name).unwrap_or_default()
         };
-        print_line(&mut out, name, &value, args.values_only);
+        print_line(&mut out, name, &value, args.values_only, args.fold);
     }
     for name in undefined {
         crate::warn(&format!(

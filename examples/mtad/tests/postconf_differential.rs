@@ -110,6 +110,8 @@ fn postconf_output_matches_postfix() {
             &["-n"],
             &["-x"],
             &["-nx"],
+            &["-f"],
+            &["-fx"],
             &["-h", "myhostname", "mydomain"],
         ] {
             let args: Vec<&str> = ["-c", d].iter().chain(mode).copied().collect();
