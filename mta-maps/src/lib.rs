@@ -1,19 +1,24 @@
 //! Lookup tables for the mta toolkit, as Postfix's `*_maps` parameters use
 //! them.
 //!
-//! **Status: not yet built.** This crate will hold one `Map` trait with
-//! three outcomes (found, not found, error: temporary or configuration),
-//! a registry that opens `type:name` references, and one module per table
-//! type: `hash` (compiled by `mtad postmap` to an `fst` file and opened by
-//! mmap), `texthash`, `inline`, `static`, `regexp`, `pcre`, `cidr`, and
-//! later the network tables `pgsql`, `mysql` and `ldap`. It will also hold
-//! the alias-file and `.forward` syntax and the address-key search order
-//! (`user+ext@domain`, `user@domain`, `user+ext`, `user`, `@domain`) that
-//! access, virtual, canonical and transport tables share.
-//!
-//! It will not speak SMTP, decide policy, or touch the queue: callers ask
-//! a question and get one of the three answers.
+//! TODO(crate docs): written as the table types land.
+
+pub mod aliases;
+pub mod cidr;
+pub mod hash;
+pub mod inline;
+pub mod key;
+pub mod list;
+mod map;
+pub mod pcre;
+pub mod regexp;
+pub mod registry;
+pub mod search;
+pub mod static_map;
+pub mod texthash;
+
+pub use map::{KeyKind, Lookup, LookupResult, Map, MapError};
 
 /// The lookup table types this crate implements, as `postconf -m` lists
-/// them. Empty until the table types land.
+/// them.
 pub const TABLE_TYPES: &[&str] = &[];
