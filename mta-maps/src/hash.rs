@@ -1,1 +1,440 @@
-//! Placeholder while this module is being written.
+//! `hash` (and its synonym `btree`) tables: a source file compiled by
+//! `mtad postmap hash:FILE` into `FILE.fst`, opened by mmap.
+//!
+//! The compiled file is this crate's own format, never Postfix's
+//! `FILE.db`, so both can sit side by side:
+//!
+//! ```text
+//! magic "MTAFST01" | flags u32 | entry count u64 | fst length u64 | fst bytes | values
+//! ```
+//!
+//! The keys live in an [`fst::Map`] whose output for a key is the offset
+//! of its value in the values section, where each value is a
+//! little-endian `u32` length and its UTF-8 bytes. An fst finds a key in
+//! time proportional to the key's length, shares prefixes and suffixes
+//! (addresses in one domain cost little), and is read in place from the
+//! mapped file: opening a table reads nothing, and a lookup allocates
+//! nothing.
+//!
+//! The file is written to `FILE.fst.tmp`, fsynced, and renamed over
+//! `FILE.fst`, so a reader sees the old table or the new one, never half
+//! of one. A running program picks up a rebuilt table by opening it again
+//! (see [`crate::registry::Registry::refresh`]); tables themselves are
+//! immutable.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fst::{Map as FstMap, MapBuilder};
+use memmap2::Mmap;
+
+use crate::key::Folding;
+use crate::map::{KeyKind, Lookup, Map, MapError};
+
+/// The first bytes of a compiled table.
+pub const MAGIC: &[u8; 8] = b"MTAFST01";
+
+/// Header flag: keys were stored as written (`postmap -f`).
+const FLAG_CASE_KEPT: u32 = 1;
+
+const HEADER_LEN: usize = 8 + 4 + 8 + 8;
+
+/// The compiled file that belongs to a source file: `FILE.fst`.
+pub fn compiled_path(source: &Path) -> PathBuf {
+    let mut name = source.as_os_str().to_owned();
+    name.push(".fst");
+    PathBuf::from(name)
+}
+
+/// What to do with a key that appears twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Duplicates {
+    /// Keep the first value and warn (Postfix's default).
+    #[default]
+    KeepFirst,
+    /// Keep the last value silently (`postmap -r`).
+    Replace,
+}
+
+/// A key that appeared twice while building.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// The key, folded as stored.
+    pub key: String,
+    /// The source line of the later entry.
+    pub line: usize,
+}
+
+/// Builds a compiled table from `(key, value, line)` entries and writes it
+/// atomically to `target`. Returns the duplicate keys found.
+pub fn build(
+    entries: impl IntoIterator<Item = (String, String, usize)>,
+    folding: Folding,
+    duplicates: Duplicates,
+    target: &Path,
+) -> Result<Vec<DuplicateKey>, MapError> {
+    let mut pairs: Vec<(String, String, usize)> = entries
+        .into_iter()
+        .map(|(k, v, line)| (folding.fold(&k).into_owned(), v, line))
+        .collect();
+    // A stable sort keeps file order among equal keys, so the first (or
+    // last) occurrence is easy to pick.
+    pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut dups = Vec::new();
+    let mut unique: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    for (key, value, line) in pairs {
+        match unique.last_mut() {
+            Some(last) if last.0 == key => match duplicates {
+                Duplicates::KeepFirst => dups.push(DuplicateKey { key, line }),
+                Duplicates::Replace => last.1 = value,
+            },
+            _ => unique.push((key, value)),
+        }
+    }
+    let io_error = |what: &str, e: std::io::Error| {
+        MapError::config(target.display().to_string(), format!("{what}: {e}"))
+    };
+    let mut values: Vec<u8> = Vec::new();
+    let mut builder = MapBuilder::memory();
+    for (key, value) in &unique {
+        let offset = values.len() as u64;
+        let len = u32::try_from(value.len()).map_err(|_| {
+            MapError::config(
+                target.display().to_string(),
+                format!("value of {key} is too long"),
+            )
+        })?;
+        values.extend_from_slice(&len.to_le_bytes());
+        values.extend_from_slice(value.as_bytes());
+        builder.insert(key.as_bytes(), offset).map_err(|e| {
+            MapError::config(target.display().to_string(), format!("building index: {e}"))
+        })?;
+    }
+    let fst_bytes = builder.into_inner().map_err(|e| {
+        MapError::config(target.display().to_string(), format!("building index: {e}"))
+    })?;
+    let flags = if folding == Folding::None {
+        FLAG_CASE_KEPT
+    } else {
+        0
+    };
+    let mut tmp_name = target.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = File::create(&tmp).map_err(|e| io_error("create", e))?;
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&flags.to_le_bytes());
+    header.extend_from_slice(&(unique.len() as u64).to_le_bytes());
+    header.extend_from_slice(&(fst_bytes.len() as u64).to_le_bytes());
+    file.write_all(&header)
+        .and_then(|()| file.write_all(&fst_bytes))
+        .and_then(|()| file.write_all(&values))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error("write", e))?;
+    drop(file);
+    std::fs::rename(&tmp, target).map_err(|e| io_error("rename", e))?;
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename itself durable.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(dups)
+}
+
+/// The bytes of the mapped file between two offsets, for `fst::Map`.
+#[derive(Debug, Clone)]
+struct Section {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for Section {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+/// An open compiled table.
+pub struct HashTable {
+    name: String,
+    index: FstMap<Section>,
+    file: Arc<Mmap>,
+    values_start: usize,
+    folding: Folding,
+    entries: u64,
+}
+
+impl std::fmt::Debug for HashTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashTable")
+            .field("name", &self.name)
+            .field("entries", &self.entries)
+            .finish()
+    }
+}
+
+impl HashTable {
+    /// Opens `FILE.fst` for the table `name` (`hash:FILE`).
+    ///
+    /// # Example
+    /// ```
+    /// use mta_maps::hash::{self, Duplicates, HashTable};
+    /// use mta_maps::key::Folding;
+    /// let dir = std::env::temp_dir().join(format!("hash-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let fst = dir.join("virtual.fst");
+    /// let entries = vec![("Alice@Example.com".to_string(), "alice".to_string(), 1)];
+    /// hash::build(entries, Folding::Lower, Duplicates::KeepFirst, &fst).unwrap();
+    /// let table = HashTable::open(&fst, "hash:virtual").unwrap();
+    /// assert_eq!(table.get("ALICE@example.COM").unwrap().as_deref(), Some("alice"));
+    /// assert_eq!(table.get("bob@example.com").unwrap(), None);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn open(path: &Path, name: &str) -> Result<HashTable, MapError> {
+        let file = File::open(path).map_err(|e| {
+            MapError::config(
+                name.to_string(),
+                format!(
+                    "open {}: {e}: run \"mtad postmap {name}\" to build it",
+                    path.display()
+                ),
+            )
+        })?;
+        #[allow(unsafe_code)]
+        // SAFETY: the file is only ever replaced by rename, never written
+        // in place (see `build`), so the mapped bytes cannot change under
+        // us; a truncated or foreign file is caught by the checks below,
+        // and every access goes through bounds-checked slices.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| {
+            MapError::config(name.to_string(), format!("mmap {}: {e}", path.display()))
+        })?;
+        let bad = |why: &str| {
+            MapError::config(
+                name.to_string(),
+                format!("{}: {why}; rebuild it", path.display()),
+            )
+        };
+        if map.len() < HEADER_LEN || &map[..8] != MAGIC {
+            return Err(bad("not a compiled mtad table"));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(map[at..at + 4].try_into().unwrap_or([0; 4]));
+        let u64_at = |at: usize| u64::from_le_bytes(map[at..at + 8].try_into().unwrap_or([0; 8]));
+        let flags = u32_at(8);
+        let entries = u64_at(12);
+        let fst_len = usize::try_from(u64_at(20)).map_err(|_| bad("corrupt header"))?;
+        let values_start = HEADER_LEN
+            .checked_add(fst_len)
+            .filter(|&e| e <= map.len())
+            .ok_or_else(|| bad("truncated"))?;
+        let file = Arc::new(map);
+        let section = Section {
+            map: Arc::clone(&file),
+            start: HEADER_LEN,
+            end: values_start,
+        };
+        let index = FstMap::new(section).map_err(|e| bad(&format!("corrupt index: {e}")))?;
+        Ok(HashTable {
+            name: name.to_string(),
+            index,
+            file,
+            values_start,
+            folding: if flags & FLAG_CASE_KEPT != 0 {
+                Folding::None
+            } else {
+                Folding::Lower
+            },
+            entries,
+        })
+    }
+
+    /// The value for `key`, folded as the table was built.
+    pub fn get(&self, key: &str) -> Result<Option<Cow<'_, str>>, MapError> {
+        self.get_folded(key, self.folding)
+    }
+
+    /// The value for `key`, folded as `folding` says (`postmap -f -q`
+    /// queries without folding).
+    pub fn get_folded(
+        &self,
+        key: &str,
+        folding: Folding,
+    ) -> Result<Option<Cow<'_, str>>, MapError> {
+        let key = folding.fold(key);
+        let Some(offset) = self.index.get(key.as_bytes()) else {
+            return Ok(None);
+        };
+        self.value_at(offset).map(|v| Some(Cow::Borrowed(v)))
+    }
+
+    fn value_at(&self, offset: u64) -> Result<&str, MapError> {
+        let corrupt = || {
+            MapError::config(
+                self.name.clone(),
+                "corrupt value section; rebuild the table",
+            )
+        };
+        let start = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.values_start.checked_add(o))
+            .ok_or_else(corrupt)?;
+        let len_bytes = self.file.get(start..start + 4).ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(len_bytes.try_into().map_err(|_| corrupt())?) as usize;
+        let bytes = self
+            .file
+            .get(start + 4..start + 4 + len)
+            .ok_or_else(corrupt)?;
+        std::str::from_utf8(bytes).map_err(|_| corrupt())
+    }
+
+    /// Every entry in key order, for `postmap -s`.
+    pub fn entries(&self) -> Result<Vec<(String, String)>, MapError> {
+        use fst::Streamer;
+        let mut out = Vec::with_capacity(self.entries as usize);
+        let mut stream = self.index.stream();
+        while let Some((key, offset)) = stream.next() {
+            let key = String::from_utf8_lossy(key).into_owned();
+            out.push((key, self.value_at(offset)?.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> u64 {
+        self.entries
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// How the table folds keys.
+    pub fn folding(&self) -> Folding {
+        self.folding
+    }
+}
+
+impl Map for HashTable {
+    fn lookup<'a>(&'a self, key: &'a str) -> Lookup<'a> {
+        Lookup::ready(self.get(key))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn key_kind(&self) -> KeyKind {
+        KeyKind::Fixed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mta-maps-hash-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn entries(pairs: &[(&str, &str)]) -> Vec<(String, String, usize)> {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| (k.to_string(), v.to_string(), i + 1))
+            .collect()
+    }
+
+    #[test]
+    fn duplicates_keep_first_or_last() {
+        let dir = scratch("dups");
+        let path = dir.join("t.fst");
+        let e = entries(&[("Key1", "v1"), ("key1", "v2"), ("x", "y")]);
+        let dups = build(e.clone(), Folding::Lower, Duplicates::KeepFirst, &path).unwrap();
+        assert_eq!(
+            dups,
+            [DuplicateKey {
+                key: "key1".into(),
+                line: 2
+            }]
+        );
+        let t = HashTable::open(&path, "hash:t").unwrap();
+        assert_eq!(t.get("KEY1").unwrap().as_deref(), Some("v1"));
+        assert_eq!(t.len(), 2);
+        build(e.clone(), Folding::Lower, Duplicates::Replace, &path).unwrap();
+        assert_eq!(
+            HashTable::open(&path, "hash:t")
+                .unwrap()
+                .get("key1")
+                .unwrap()
+                .as_deref(),
+            Some("v2")
+        );
+        // -f keeps case: two keys, and queries fold only when asked.
+        build(e, Folding::None, Duplicates::KeepFirst, &path).unwrap();
+        let t = HashTable::open(&path, "hash:t").unwrap();
+        assert_eq!(t.get("Key1").unwrap().as_deref(), Some("v1"));
+        assert_eq!(
+            t.get_folded("Key1", Folding::Lower).unwrap().as_deref(),
+            Some("v2")
+        );
+        assert_eq!(t.entries().unwrap().len(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn foreign_or_truncated_files_are_configuration_errors() {
+        let dir = scratch("bad");
+        let path = dir.join("t.fst");
+        std::fs::write(&path, b"not a table").unwrap();
+        let e = HashTable::open(&path, "hash:t").unwrap_err();
+        assert!(
+            !e.is_temporary() && e.to_string().contains("not a compiled mtad table"),
+            "{e}"
+        );
+        build(
+            entries(&[("a", "b")]),
+            Folding::Lower,
+            Duplicates::KeepFirst,
+            &path,
+        )
+        .unwrap();
+        let full = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+        assert!(
+            HashTable::open(&path, "hash:t")
+                .and_then(|t| t.get("a").map(|v| v.map(Cow::into_owned)))
+                .is_err()
+        );
+        let missing = HashTable::open(&dir.join("none.fst"), "hash:none").unwrap_err();
+        assert!(
+            missing.to_string().contains("mtad postmap hash:none"),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_key_built_is_found(keys in proptest::collection::btree_map("[a-zA-Z0-9@.+-]{1,20}", "[ -~]{1,20}", 0..50)) {
+            let dir = scratch("prop");
+            let path = dir.join("t.fst");
+            let e: Vec<(String, String, usize)> = keys.iter().map(|(k, v)| (k.clone(), v.trim().to_string(), 1)).collect();
+            build(e, Folding::None, Duplicates::KeepFirst, &path).unwrap();
+            let t = HashTable::open(&path, "hash:t").unwrap();
+            for (k, v) in &keys {
+                let got = t.get(k).unwrap();
+                proptest::prop_assert_eq!(got.as_deref(), Some(v.trim()));
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}

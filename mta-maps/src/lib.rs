@@ -14,6 +14,7 @@ pub mod pcre;
 pub mod regexp;
 pub mod registry;
 pub mod search;
+pub mod source;
 pub mod static_map;
 pub mod texthash;
 
