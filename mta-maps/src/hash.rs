@@ -146,6 +146,45 @@ pub fn build(
     Ok(dups)
 }
 
+/// Compiles the source file `source` into `source.fst`, as `postmap
+/// hash:FILE` does, adding `extra` entries (`postmap -i` reads them from
+/// standard input) after the file's. Returns the warnings Postfix's
+/// `postmap` would print: skipped lines, then duplicate keys (unless
+/// `duplicates` is [`Duplicates::Replace`]).
+pub fn compile(
+    source: &Path,
+    extra: &str,
+    folding: Folding,
+    duplicates: Duplicates,
+) -> Result<Vec<String>, MapError> {
+    let source_name = source.display().to_string();
+    let text = std::fs::read_to_string(source).map_err(|e| {
+        MapError::config(
+            format!("hash:{source_name}"),
+            format!("open {source_name}: {e}"),
+        )
+    })?;
+    let (mut entries, warnings) = crate::source::parse(&text, &source_name);
+    let mut messages: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    if !extra.is_empty() {
+        let (more, more_warnings) = crate::source::parse(extra, "-");
+        messages.extend(more_warnings.iter().map(ToString::to_string));
+        entries.extend(more);
+    }
+    let target = compiled_path(source);
+    let dups = build(
+        entries.into_iter().map(|e| (e.key, e.value, e.line)),
+        folding,
+        duplicates,
+        &target,
+    )?;
+    messages.extend(
+        dups.iter()
+            .map(|d| format!("{}: duplicate entry: \"{}\"", target.display(), d.key)),
+    );
+    Ok(messages)
+}
+
 /// The bytes of the mapped file between two offsets, for `fst::Map`.
 #[derive(Debug, Clone)]
 struct Section {
@@ -167,6 +206,7 @@ pub struct HashTable {
     file: Arc<Mmap>,
     values_start: usize,
     folding: Folding,
+    case_kept: bool,
     entries: u64,
 }
 
@@ -180,7 +220,10 @@ impl std::fmt::Debug for HashTable {
 }
 
 impl HashTable {
-    /// Opens `FILE.fst` for the table `name` (`hash:FILE`).
+    /// Opens `FILE.fst` for the table `name` (`hash:FILE`). Lookups fold
+    /// keys as `folding` says: Postfix folds every query unless told not
+    /// to (`postmap -f -q`), whether or not the table was built with
+    /// `-f`.
     ///
     /// # Example
     /// ```
@@ -191,12 +234,12 @@ impl HashTable {
     /// let fst = dir.join("virtual.fst");
     /// let entries = vec![("Alice@Example.com".to_string(), "alice".to_string(), 1)];
     /// hash::build(entries, Folding::Lower, Duplicates::KeepFirst, &fst).unwrap();
-    /// let table = HashTable::open(&fst, "hash:virtual").unwrap();
+    /// let table = HashTable::open(&fst, "hash:virtual", Folding::Lower).unwrap();
     /// assert_eq!(table.get("ALICE@example.COM").unwrap().as_deref(), Some("alice"));
     /// assert_eq!(table.get("bob@example.com").unwrap(), None);
     /// # std::fs::remove_dir_all(&dir).unwrap();
     /// ```
-    pub fn open(path: &Path, name: &str) -> Result<HashTable, MapError> {
+    pub fn open(path: &Path, name: &str, folding: Folding) -> Result<HashTable, MapError> {
         let file = File::open(path).map_err(|e| {
             MapError::config(
                 name.to_string(),
@@ -244,16 +287,13 @@ impl HashTable {
             index,
             file,
             values_start,
-            folding: if flags & FLAG_CASE_KEPT != 0 {
-                Folding::None
-            } else {
-                Folding::Lower
-            },
+            folding,
+            case_kept: flags & FLAG_CASE_KEPT != 0,
             entries,
         })
     }
 
-    /// The value for `key`, folded as the table was built.
+    /// The value for `key`, folded as the table was opened to fold.
     pub fn get(&self, key: &str) -> Result<Option<Cow<'_, str>>, MapError> {
         self.get_folded(key, self.folding)
     }
@@ -318,6 +358,12 @@ impl HashTable {
     pub fn folding(&self) -> Folding {
         self.folding
     }
+
+    /// Whether the table was built with keys kept as written (`postmap
+    /// -f`).
+    pub fn case_kept(&self) -> bool {
+        self.case_kept
+    }
 }
 
 impl Map for HashTable {
@@ -366,12 +412,12 @@ mod tests {
                 line: 2
             }]
         );
-        let t = HashTable::open(&path, "hash:t").unwrap();
+        let t = HashTable::open(&path, "hash:t", Folding::Lower).unwrap();
         assert_eq!(t.get("KEY1").unwrap().as_deref(), Some("v1"));
         assert_eq!(t.len(), 2);
         build(e.clone(), Folding::Lower, Duplicates::Replace, &path).unwrap();
         assert_eq!(
-            HashTable::open(&path, "hash:t")
+            HashTable::open(&path, "hash:t", Folding::Lower)
                 .unwrap()
                 .get("key1")
                 .unwrap()
@@ -380,7 +426,7 @@ mod tests {
         );
         // -f keeps case: two keys, and queries fold only when asked.
         build(e, Folding::None, Duplicates::KeepFirst, &path).unwrap();
-        let t = HashTable::open(&path, "hash:t").unwrap();
+        let t = HashTable::open(&path, "hash:t", Folding::None).unwrap();
         assert_eq!(t.get("Key1").unwrap().as_deref(), Some("v1"));
         assert_eq!(
             t.get_folded("Key1", Folding::Lower).unwrap().as_deref(),
@@ -395,7 +441,7 @@ mod tests {
         let dir = scratch("bad");
         let path = dir.join("t.fst");
         std::fs::write(&path, b"not a table").unwrap();
-        let e = HashTable::open(&path, "hash:t").unwrap_err();
+        let e = HashTable::open(&path, "hash:t", Folding::Lower).unwrap_err();
         assert!(
             !e.is_temporary() && e.to_string().contains("not a compiled mtad table"),
             "{e}"
@@ -410,11 +456,12 @@ mod tests {
         let full = std::fs::read(&path).unwrap();
         std::fs::write(&path, &full[..full.len() / 2]).unwrap();
         assert!(
-            HashTable::open(&path, "hash:t")
+            HashTable::open(&path, "hash:t", Folding::Lower)
                 .and_then(|t| t.get("a").map(|v| v.map(Cow::into_owned)))
                 .is_err()
         );
-        let missing = HashTable::open(&dir.join("none.fst"), "hash:none").unwrap_err();
+        let missing =
+            HashTable::open(&dir.join("none.fst"), "hash:none", Folding::Lower).unwrap_err();
         assert!(
             missing.to_string().contains("mtad postmap hash:none"),
             "{missing}"
@@ -429,7 +476,7 @@ mod tests {
             let path = dir.join("t.fst");
             let e: Vec<(String, String, usize)> = keys.iter().map(|(k, v)| (k.clone(), v.trim().to_string(), 1)).collect();
             build(e, Folding::None, Duplicates::KeepFirst, &path).unwrap();
-            let t = HashTable::open(&path, "hash:t").unwrap();
+            let t = HashTable::open(&path, "hash:t", Folding::None).unwrap();
             for (k, v) in &keys {
                 let got = t.get(k).unwrap();
                 proptest::prop_assert_eq!(got.as_deref(), Some(v.trim()));

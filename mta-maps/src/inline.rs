@@ -77,9 +77,8 @@ impl InlineMap {
                     format!("missing attribute name in \"{entry}\""),
                 ));
             }
-            entries
-                .entry(Folding::Lower.fold(key).into_owned())
-                .or_insert_with(|| value.to_string());
+            // A later entry for the same key wins, as in Postfix.
+            entries.insert(Folding::Lower.fold(key).into_owned(), value.to_string());
             i = next;
         }
         Ok(InlineMap { name, entries })

@@ -138,7 +138,10 @@ impl Registry {
             |name: &str, ctx: &OpenContext| -> Result<(Arc<dyn Map>, Vec<String>), MapError> {
                 let path = hash::compiled_path(&ctx.path(name));
                 let kind_name = format!("hash:{name}");
-                Ok((Arc::new(HashTable::open(&path, &kind_name)?), Vec::new()))
+                Ok((
+                    Arc::new(HashTable::open(&path, &kind_name, ctx.folding)?),
+                    Vec::new(),
+                ))
             };
         r.register("hash", Box::new(hash_opener));
         r.register("btree", Box::new(hash_opener));

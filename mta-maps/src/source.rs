@@ -3,7 +3,8 @@
 //!
 //! As Postfix reads it: `#` starts a comment line, blank lines are
 //! skipped, a line that starts with white space continues the previous
-//! one. The key ends at the first white space outside double quotes (the
+//! one, its leading white space kept. The key ends at the first white
+//! space outside double quotes (the
 //! quotes stay part of the key, a backslash escapes a quote inside them);
 //! the value is the rest, trimmed, inner white space kept. A line with a
 //! key and no value, or with an unbalanced quote, is warned about and
@@ -33,8 +34,23 @@ pub struct SourceWarning {
     pub path: String,
     /// The line.
     pub line: usize,
-    /// What is wrong.
+    /// What is wrong, as Postfix words it.
     pub message: String,
+    /// Which problem it is.
+    pub problem: SourceProblem,
+}
+
+/// The kinds of line a source parser ignores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceProblem {
+    /// A key without a value. (`postmap` building a `hash` table words
+    /// this without "-- ignoring this line"; `texthash` adds it.)
+    ExpectedFormat,
+    /// A `"` without its partner.
+    UnbalancedQuote,
+    /// A key seen before (only tables that report it).
+    Duplicate,
 }
 
 impl fmt::Display for SourceWarning {
@@ -44,8 +60,9 @@ impl fmt::Display for SourceWarning {
 }
 
 /// Splits `text` into logical lines: `(first line number, text)`, with
-/// continuation lines joined by a space and comments and blank lines
-/// dropped. A continuation before any line starts a line of its own, as
+/// continuation lines appended as they are (their leading white space
+/// kept, only the line break dropped, as Postfix joins them) and comments
+/// and blank lines dropped. A continuation before any line starts a line of its own, as
 /// Postfix treats it.
 pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
     let mut out: Vec<(usize, String)> = Vec::new();
@@ -58,8 +75,7 @@ pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
         if line.starts_with(char::is_whitespace) {
             if let Some((_, text)) = current.as_mut() {
                 if text.len() < MAX_LOGICAL_LINE {
-                    text.push(' ');
-                    text.push_str(trimmed);
+                    text.push_str(line);
                 }
                 continue;
             }
@@ -67,7 +83,7 @@ pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
         if let Some(done) = current.take() {
             out.push(done);
         }
-        current = Some((index + 1, line.trim_end().trim_start().to_string()));
+        current = Some((index + 1, line.to_string()));
     }
     out.extend(current);
     out
@@ -87,16 +103,17 @@ pub fn parse(text: &str, path: &str) -> (Vec<SourceEntry>, Vec<SourceWarning>) {
     let mut entries = Vec::new();
     let mut warnings = Vec::new();
     for (line, logical) in logical_lines(text) {
-        match split_key_value(&logical) {
+        match split_key_value(logical.trim()) {
             Ok((key, value)) => entries.push(SourceEntry {
                 key: key.to_string(),
                 value: value.to_string(),
                 line,
             }),
-            Err(message) => warnings.push(SourceWarning {
+            Err((problem, message)) => warnings.push(SourceWarning {
                 path: path.to_string(),
                 line,
                 message,
+                problem,
             }),
         }
     }
@@ -104,7 +121,7 @@ pub fn parse(text: &str, path: &str) -> (Vec<SourceEntry>, Vec<SourceWarning>) {
 }
 
 /// Splits one logical line into key and value.
-fn split_key_value(line: &str) -> Result<(&str, &str), String> {
+fn split_key_value(line: &str) -> Result<(&str, &str), (SourceProblem, String)> {
     let bytes = line.as_bytes();
     let mut i = 0;
     let mut quoted = false;
@@ -118,12 +135,18 @@ fn split_key_value(line: &str) -> Result<(&str, &str), String> {
         i += 1;
     }
     if quoted {
-        return Err(format!("unbalanced '\"' in '{line}'"));
+        return Err((
+            SourceProblem::UnbalancedQuote,
+            format!("unbalanced '\"' in '{line}' -- ignoring this line"),
+        ));
     }
     let i = i.min(bytes.len());
     let (key, value) = (&line[..i], line[i..].trim());
     if key.is_empty() || value.is_empty() {
-        return Err("expected format: key whitespace value".to_string());
+        return Err((
+            SourceProblem::ExpectedFormat,
+            "expected format: key whitespace value".to_string(),
+        ));
     }
     Ok((key, value))
 }
@@ -148,7 +171,7 @@ mod tests {
             [
                 ("Alice@Example.COM", "alice"),
                 ("bob@example.com", "bob1"),
-                ("bob@example.com", "bob2 continued value"),
+                ("bob@example.com", "bob2  continued value"),
                 ("novalue", "leading"),
                 ("carol@example.com", "multi   word  value"),
                 ("\"quoted key\"", "q"),
@@ -158,7 +181,7 @@ mod tests {
         assert_eq!(warnings.len(), 1);
         assert_eq!(
             warnings[0].to_string(),
-            "t, line 11: unbalanced '\"' in '\"unterminated v'"
+            "t, line 11: unbalanced '\"' in '\"unterminated v' -- ignoring this line"
         );
         assert_eq!(entries[3].line, 6);
     }

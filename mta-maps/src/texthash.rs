@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::key::Folding;
 use crate::map::{KeyKind, Lookup, Map, MapError};
-use crate::source::{self, SourceWarning};
+use crate::source::{self, SourceProblem, SourceWarning};
 
 /// An open `texthash` table.
 #[derive(Debug)]
@@ -36,14 +36,21 @@ impl TextHash {
         folding: Folding,
     ) -> (TextHash, Vec<SourceWarning>) {
         let (parsed, mut warnings) = source::parse(text, path);
+        for w in &mut warnings {
+            if w.problem == SourceProblem::ExpectedFormat {
+                w.message.push_str(" -- ignoring this line");
+            }
+        }
         let mut entries = HashMap::with_capacity(parsed.len());
         for e in parsed {
             let key = folding.fold(&e.key).into_owned();
+            let written = e.key;
             match entries.entry(key) {
-                std::collections::hash_map::Entry::Occupied(o) => warnings.push(SourceWarning {
+                std::collections::hash_map::Entry::Occupied(_) => warnings.push(SourceWarning {
                     path: path.to_string(),
                     line: e.line,
-                    message: format!("duplicate entry: \"{}\"", o.key()),
+                    message: format!("duplicate entry: \"{written}\""),
+                    problem: SourceProblem::Duplicate,
                 }),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(e.value);

@@ -8,6 +8,7 @@
 mod host;
 mod master;
 mod postconf;
+mod postmap;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +74,43 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Postfix lookup table management (postmap(1)).
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Postmap {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The Postfix tools mtad answers to, as a subcommand or through a link
+/// with the tool's name.
+const TOOLS: &[&str] = &["postconf", "postmap"];
+
+/// Runs one tool with its own command line (`args[0]` is its name); the
+/// exit status follows the tool's conventions (postmap -q: 1 when not
+/// found).
+fn run_tool(tool: &str, args: Vec<String>) -> Result<ExitCode, Fatal> {
+    let usage = |e: clap::Error| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 1 } else { 0 })
+    };
+    match tool {
+        "postconf" => match postconf::Args::try_parse_from(args) {
+            Ok(args) => postconf::run(args).map(|out| {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }),
+            Err(e) => Ok(usage(e)),
+        },
+        "postmap" => match postmap::Args::try_parse_from(args) {
+            Ok(args) => postmap::run(args).map(|outcome| match outcome {
+                postmap::Outcome::Done => ExitCode::SUCCESS,
+                postmap::Outcome::NotFound => ExitCode::from(1),
+            }),
+            Err(e) => Ok(usage(e)),
+        },
+        _ => Err(Fatal(format!("unknown tool {tool}"))),
+    }
 }
 
 fn main() -> ExitCode {
@@ -83,23 +121,25 @@ fn main() -> ExitCode {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     // Invoked through a link named after a Postfix tool: act as that tool.
-    if invoked_as == "postconf" {
-        argv.insert(1, "postconf".to_string());
+    if TOOLS.contains(&invoked_as.as_str()) {
+        argv.insert(1, invoked_as.clone());
     }
-    let result = if argv.get(1).map(String::as_str) == Some("postconf") {
-        let _ = PROGRAM.set("postconf".to_string());
-        let tool_args = std::iter::once("postconf".to_string()).chain(argv[2..].iter().cloned());
-        match postconf::Args::try_parse_from(tool_args) {
-            Ok(args) => postconf::run(args).map(|out| print!("{out}")),
-            Err(e) => {
-                let _ = e.print();
-                return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
-            }
+    let tool = argv.get(1).cloned().unwrap_or_default();
+    let result = if TOOLS.contains(&tool.as_str()) {
+        let _ = PROGRAM.set(tool.clone());
+        let tool_args: Vec<String> = std::iter::once(tool.clone())
+            .chain(argv[2..].iter().cloned())
+            .collect();
+        match run_tool(&tool, tool_args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
         }
     } else {
         let cli = Cli::parse();
         match cli.command {
-            Some(Command::Postconf { .. }) => unreachable!("handled above"),
+            Some(Command::Postconf { .. } | Command::Postmap { .. }) => {
+                unreachable!("tools are dispatched before the daemon's command line")
+            }
             Some(Command::Check) => check(cli.config_dir),
             None => run_daemon(cli.config_dir),
         }
