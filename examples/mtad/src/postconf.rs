@@ -229,12 +229,10 @@ pub(crate) fn run(args: Args) -> Result<String, Fatal> {
     Ok(out)
 }
 
-/// The table types mta-maps supports (none until that crate lands).
+/// The table types mta-maps can open, one per line.
 fn mta_maps_table_types() -> String {
-    mta_maps::TABLE_TYPES
-        .iter()
-        .map(|t| format!("{t}\n"))
-        .collect()
+    let registry = mta_maps::registry::Registry::new(mta_maps::registry::OpenContext::default());
+    registry.types().iter().map(|t| format!("{t}\n")).collect()
 }
 
 /// `postconf -e name=value ...`: edits main.cf in place, keeping comments
