@@ -1,31 +1,73 @@
-//! master.cf handling for mtad (wired to mta-core's master.cf parser).
+//! `master.cf` for mtad: the services it declares to the configuration,
+//! `postconf -M/-F/-P` output, and the start-up summary.
 
 use mta_core::config::Config;
+use mta_core::config::master_cf::MasterCf;
 
 use crate::Fatal;
 
-/// Declares each master.cf service to the configuration.
-pub(crate) fn declare_services(
-    _config: &mut Config,
-    _text: &str,
-    _path: &str,
-) -> Result<(), Fatal> {
+/// Parses `master.cf`, printing its warnings as Postfix does.
+fn parse(text: &str, path: &str) -> Result<MasterCf, Fatal> {
+    let (master, warnings) = MasterCf::parse(text, path).map_err(|e| Fatal(e.to_string()))?;
+    for w in warnings {
+        crate::warn(&w.to_string());
+    }
+    Ok(master)
+}
+
+/// Declares each `master.cf` service to the configuration, so that the
+/// per-service parameters of delivery agents exist and the names that
+/// `-o` values refer to count as used.
+pub(crate) fn declare_services(config: &mut Config, text: &str, path: &str) -> Result<(), Fatal> {
+    let master = parse(text, path)?;
+    for service in master.services() {
+        let values: Vec<&str> = service
+            .command()
+            .overrides()
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .collect();
+        config.add_service(service.name(), service.command().program(), &values);
+    }
     Ok(())
 }
 
-/// postconf -M / -F / -P output.
+/// `postconf -M`, `-F` or `-P` output (`-Mf` folds long lines).
 pub(crate) fn render(
-    _text: &str,
-    _path: &str,
-    _m: bool,
-    _f: bool,
-    _p: bool,
-    _fold: bool,
+    text: &str,
+    path: &str,
+    services: bool,
+    fields: bool,
+    params: bool,
+    fold: bool,
 ) -> Result<String, Fatal> {
-    Err(Fatal("master.cf output is not wired yet".into()))
+    let master = parse(text, path)?;
+    Ok(if services && fold {
+        master.postconf_mf()
+    } else if services {
+        master.postconf_m()
+    } else if fields {
+        master.postconf_f()
+    } else if params {
+        master.postconf_p()
+    } else {
+        String::new()
+    })
 }
 
 /// One line per service for the daemon's start-up log.
-pub(crate) fn describe(_text: &str, _path: &str) -> Result<Vec<String>, Fatal> {
-    Ok(Vec::new())
+pub(crate) fn describe(text: &str, path: &str) -> Result<Vec<String>, Fatal> {
+    let master = parse(text, path)?;
+    Ok(master
+        .effective_services()
+        .map(|s| {
+            format!(
+                "{path}, line {}: service {}/{} ({}): not started, mtad's services are not built yet",
+                s.line(),
+                s.name(),
+                s.service_type(),
+                s.command().program()
+            )
+        })
+        .collect())
 }

@@ -55,7 +55,7 @@ pub(crate) struct Args {
     /// Print usage.
     #[arg(long = "help", action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Tables, as [type:]name.
+    /// Tables, as `[type:]name`.
     #[arg(required = true)]
     tables: Vec<String>,
 }

@@ -47,10 +47,10 @@ fn corpus() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The master.cf both programs read. An empty one until mtad's postconf
-/// reads master.cf services (the per-service parameters depend on it).
+/// The master.cf both programs read: Debian's stock one, whose delivery
+/// services bring their per-service parameters.
 fn install_master_cf(dir: &Path) {
-    std::fs::write(dir.join("master.cf"), "").unwrap();
+    std::fs::copy(DEBIAN_MASTER_CF, dir.join("master.cf")).unwrap();
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
@@ -113,6 +113,10 @@ fn postconf_output_matches_postfix() {
             &["-f"],
             &["-fx"],
             &["-h", "myhostname", "mydomain"],
+            &["-M"],
+            &["-Mf"],
+            &["-F"],
+            &["-P"],
         ] {
             let args: Vec<&str> = ["-c", d].iter().chain(mode).copied().collect();
             let theirs = without_pid(&stdout_of(POSTCONF, &args));
