@@ -84,7 +84,7 @@ enum Command {
 
 /// The Postfix tools mtad answers to, as a subcommand or through a link
 /// with the tool's name.
-const TOOLS: &[&str] = &["postconf", "postmap"];
+const TOOLS: &[&str] = &["postconf", "postmap", "postalias", "newaliases"];
 
 /// Runs one tool with its own command line (`args[0]` is its name); the
 /// exit status follows the tool's conventions (postmap -q: 1 when not
@@ -102,13 +102,33 @@ fn run_tool(tool: &str, args: Vec<String>) -> Result<ExitCode, Fatal> {
             }),
             Err(e) => Ok(usage(e)),
         },
-        "postmap" => match postmap::Args::try_parse_from(args) {
-            Ok(args) => postmap::run(args).map(|outcome| match outcome {
-                postmap::Outcome::Done => ExitCode::SUCCESS,
-                postmap::Outcome::NotFound => ExitCode::from(1),
-            }),
+        "postmap" | "postalias" => match postmap::Args::try_parse_from(args) {
+            Ok(parsed) => {
+                let which = if tool == "postmap" {
+                    postmap::Tool::Postmap
+                } else {
+                    postmap::Tool::Postalias
+                };
+                postmap::run(parsed, which).map(|outcome| match outcome {
+                    postmap::Outcome::Done => ExitCode::SUCCESS,
+                    postmap::Outcome::NotFound => ExitCode::from(1),
+                })
+            }
             Err(e) => Ok(usage(e)),
         },
+        "newaliases" => {
+            // newaliases [-c DIR]: postalias over every alias_database table.
+            let mut dir = None;
+            let mut rest = args.iter().skip(1);
+            while let Some(a) = rest.next() {
+                match a.as_str() {
+                    "-c" => dir = rest.next().map(PathBuf::from),
+                    other if other.starts_with("-c") => dir = Some(PathBuf::from(&other[2..])),
+                    _ => {}
+                }
+            }
+            postmap::newaliases(dir).map(|()| ExitCode::SUCCESS)
+        }
         _ => Err(Fatal(format!("unknown tool {tool}"))),
     }
 }

@@ -87,7 +87,17 @@ fn with_type(table: &str, default: &str) -> String {
 }
 
 /// Runs postmap.
-pub(crate) fn run(args: Args) -> Result<Outcome, Fatal> {
+/// Which tool is running: the two share their command line and tables and
+/// differ in the source format, `-q -` output and the `@` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tool {
+    /// `postmap`: `key value` sources.
+    Postmap,
+    /// `postalias` (and `newaliases`): aliases(5) sources.
+    Postalias,
+}
+
+pub(crate) fn run(args: Args, tool: Tool) -> Result<Outcome, Fatal> {
     let default = default_type(&args);
     let tables: Vec<String> = args.tables.iter().map(|t| with_type(t, &default)).collect();
     let folding = if args.keep_case {
@@ -116,7 +126,9 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Fatal> {
                 let line = line.map_err(|e| Fatal(format!("read standard input: {e}")))?;
                 let key = line.trim_end_matches('\r');
                 if let Some(value) = query(&list, key)? {
-                    writeln!(out, "{key}\t{value}").map_err(|e| Fatal(format!("write: {e}")))?;
+                    let colon = if tool == Tool::Postalias { ":" } else { "" };
+                    writeln!(out, "{key}{colon}\t{value}")
+                        .map_err(|e| Fatal(format!("write: {e}")))?;
                 }
             }
             out.flush().map_err(|e| Fatal(format!("write: {e}")))?;
@@ -131,9 +143,8 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Fatal> {
         };
     }
     if args.show {
-        let registry = Registry::new(context);
         for table in &tables {
-            dump(&registry, table)?;
+            dump(table, tool)?;
         }
         return Ok(Outcome::Done);
     }
@@ -154,7 +165,11 @@ pub(crate) fn run(args: Args) -> Result<Outcome, Fatal> {
         let warnings = if args.incremental {
             incremental(&source, folding, duplicates)?
         } else {
-            hash::compile(&source, "", folding, duplicates).map_err(|e| Fatal(e.to_string()))?
+            match tool {
+                Tool::Postmap => hash::compile(&source, "", folding, duplicates)
+                    .map_err(|e| Fatal(e.to_string()))?,
+                Tool::Postalias => compile_aliases(&source, folding, duplicates)?,
+            }
         };
         for w in warnings {
             if args.no_dup_warning && w.contains("duplicate entry") {
@@ -187,19 +202,19 @@ fn open_all(registry: &Registry, tables: &[String]) -> Result<MapList, Fatal> {
 }
 
 /// `postmap -s`: every entry, in key order.
-fn dump(registry: &Registry, table: &str) -> Result<(), Fatal> {
+fn dump(table: &str, tool: Tool) -> Result<(), Fatal> {
     let t = TableRef::parse(table).map_err(|e| Fatal(e.to_string()))?;
     if t.kind != "hash" && t.kind != "btree" {
         return Err(Fatal(format!(
             "table {table} does not support sequential access"
         )));
     }
-    let _ = registry;
     let path = hash::compiled_path(&PathBuf::from(t.name));
     let table = HashTable::open(&path, table, Folding::None).map_err(|e| Fatal(e.to_string()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (k, v) in table.entries().map_err(|e| Fatal(e.to_string()))? {
-        writeln!(out, "{k}\t{v}").map_err(|e| Fatal(format!("write: {e}")))?;
+        let colon = if tool == Tool::Postalias { ":" } else { "" };
+        writeln!(out, "{k}{colon}\t{v}").map_err(|e| Fatal(format!("write: {e}")))?;
     }
     out.flush().map_err(|e| Fatal(format!("write: {e}")))
 }
@@ -239,4 +254,58 @@ fn incremental(
             .map(|d| format!("{}: duplicate entry: \"{}\"", target.display(), d.key)),
     );
     Ok(messages)
+}
+
+/// `postalias FILE`: the aliases(5) source compiled into `FILE.fst`, with
+/// the `@` entry that Postfix adds to every alias database (Postfix's NIS
+/// `YP_*` entries are left out).
+fn compile_aliases(
+    source: &std::path::Path,
+    folding: Folding,
+    duplicates: Duplicates,
+) -> Result<Vec<String>, Fatal> {
+    let file = mta_maps::aliases::open(source).map_err(|e| Fatal(e.to_string()))?;
+    let mut messages: Vec<String> = file.warnings.iter().map(ToString::to_string).collect();
+    let mut entries: Vec<(String, String, usize)> = file
+        .entries
+        .iter()
+        .map(|e| (e.key(folding).into_owned(), e.value.clone(), e.line))
+        .collect();
+    entries.push(("@".to_string(), "@".to_string(), usize::MAX));
+    let target = hash::compiled_path(source);
+    let dups =
+        hash::build(entries, folding, duplicates, &target).map_err(|e| Fatal(e.to_string()))?;
+    messages.extend(
+        dups.iter()
+            .map(|d| format!("{}: duplicate entry: \"{}\"", target.display(), d.key)),
+    );
+    Ok(messages)
+}
+
+/// `newaliases`: rebuilds every table of `alias_database`, as `postalias`
+/// would.
+pub(crate) fn newaliases(flag: Option<PathBuf>) -> Result<(), Fatal> {
+    let (dir, explicit) = config_dir(flag);
+    let config = crate::postconf::load(&dir, explicit, "newaliases")?.config;
+    let default = config
+        .expanded("default_database_type")
+        .unwrap_or_else(|_| "hash".into());
+    let tables = config
+        .list("alias_database")
+        .map_err(|e| Fatal(e.to_string()))?;
+    for table in tables {
+        let table = with_type(&table, &default);
+        let t = TableRef::parse(&table).map_err(|e| Fatal(e.to_string()))?;
+        if t.kind != "hash" && t.kind != "btree" {
+            return Err(Fatal(format!(
+                "unsupported dictionary type: {} does not support bulk-mode creation.",
+                t.kind
+            )));
+        }
+        let source = PathBuf::from(t.name);
+        for w in compile_aliases(&source, Folding::Lower, Duplicates::KeepFirst)? {
+            crate::warn(&w);
+        }
+    }
+    Ok(())
 }

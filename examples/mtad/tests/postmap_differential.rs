@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const POSTMAP: &str = "/usr/sbin/postmap";
+const POSTALIAS: &str = "/usr/sbin/postalias";
 
 fn postfix_available() -> bool {
     if Path::new(POSTMAP).exists() {
@@ -43,7 +44,7 @@ struct Run {
 
 fn run(program: &str, args: &[&str], dir: &Path, stdin: &str) -> Run {
     let mut cmd = Command::new(program);
-    if program != POSTMAP {
+    if program != POSTMAP && program != POSTALIAS {
         cmd.arg("postmap");
     }
     let mut child = cmd
@@ -240,4 +241,56 @@ fn incremental_mode_adds_to_a_table() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     assert_eq!(outputs[1], outputs[0]);
+}
+
+#[test]
+fn postalias_builds_and_answers_like_postfix() {
+    if !postfix_available() {
+        return;
+    }
+    let mtad = env!("CARGO_BIN_EXE_mtad");
+    let keys = "postmaster\nroot\nROOT\nmailer-daemon\nlist\narchive\npipe\nspaced\ncontinued\nquoted name\ndup\nnocolon\n@\nnone\n";
+    let mut answers = Vec::new();
+    let mut dumps = Vec::new();
+    for ours in [false, true] {
+        let dir = scratch(if ours { "am" } else { "ap" });
+        std::fs::copy(data("aliases"), dir.join("aliases")).unwrap();
+        let table = format!("hash:{}", dir.join("aliases").display());
+        let tool = |args: &[&str], stdin: &str| {
+            if ours {
+                let mut child = Command::new(mtad)
+                    .arg("postalias")
+                    .args(args)
+                    .args(["-c", dir.to_str().unwrap()])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(stdin.as_bytes())
+                    .unwrap();
+                String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+            } else {
+                run(POSTALIAS, args, &dir, stdin).stdout
+            }
+        };
+        tool(&[&table], "");
+        answers.push(tool(&["-q", "-", &table], keys));
+        let mut dump: Vec<String> = tool(&["-s", &table], "")
+            .lines()
+            .filter(|l| !l.starts_with("YP_"))
+            .map(str::to_string)
+            .collect();
+        dump.sort();
+        dumps.push(dump);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(answers[1], answers[0], "postalias -q -");
+    assert_eq!(
+        dumps[1], dumps[0],
+        "postalias -s (without Postfix's NIS YP_ entries)"
+    );
 }
