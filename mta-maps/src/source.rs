@@ -51,19 +51,28 @@ pub enum SourceProblem {
     UnbalancedQuote,
     /// A key seen before (only tables that report it).
     Duplicate,
+    /// The file starts with an indented line, which has nothing to
+    /// continue; Postfix skips it.
+    LeadingWhitespace,
 }
 
 impl fmt::Display for SourceWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}, line {}: {}", self.path, self.line, self.message)
+        if self.problem == SourceProblem::LeadingWhitespace {
+            // Postfix names no line for this one.
+            write!(f, "{}: {}", self.path, self.message)
+        } else {
+            write!(f, "{}, line {}: {}", self.path, self.line, self.message)
+        }
     }
 }
 
 /// Splits `text` into logical lines: `(first line number, text)`, with
 /// continuation lines appended as they are (their leading white space
 /// kept, only the line break dropped, as Postfix joins them) and comments
-/// and blank lines dropped. A continuation before any line starts a line of its own, as
-/// Postfix treats it.
+/// and blank lines dropped. A continuation before any line is returned on
+/// its own, still indented, for the caller to warn about and skip, as
+/// Postfix does.
 pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
     let mut out: Vec<(usize, String)> = Vec::new();
     let mut current: Option<(usize, String)> = None;
@@ -79,6 +88,8 @@ pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
                 }
                 continue;
             }
+            // Nothing to continue: returned as it is, starting with white
+            // space, for the caller to warn about and skip.
         }
         if let Some(done) = current.take() {
             out.push(done);
@@ -103,6 +114,15 @@ pub fn parse(text: &str, path: &str) -> (Vec<SourceEntry>, Vec<SourceWarning>) {
     let mut entries = Vec::new();
     let mut warnings = Vec::new();
     for (line, logical) in logical_lines(text) {
+        if logical.starts_with(char::is_whitespace) {
+            warnings.push(SourceWarning {
+                path: path.to_string(),
+                line,
+                message: format!("logical line must not start with whitespace: \"{logical}\""),
+                problem: SourceProblem::LeadingWhitespace,
+            });
+            continue;
+        }
         match split_key_value(logical.trim()) {
             Ok((key, value)) => entries.push(SourceEntry {
                 key: key.to_string(),
