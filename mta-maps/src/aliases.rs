@@ -872,7 +872,11 @@ mod tests {
             // nothing after its space; Postfix does the same, so only
             // text without one reads back exactly (and lists the same
             // destinations).
-            if !tokenize(&text).contains(&Token::Atom(String::new())) {
+            // An escaped `]` inside a domain literal is stored unescaped
+            // (as postalias stores it), so it closes the literal when the
+            // stored text is read again: such text is not a fixed point
+            // for Postfix either.
+            if !tokenize(&text).contains(&Token::Atom(String::new())) && !text.contains("\\]") {
                 prop_assert_eq!(render_value(&stored), stored.clone());
                 prop_assert_eq!(parse_value(&stored), parse_value(&text));
             }

@@ -153,6 +153,30 @@ impl Registry {
             }),
         );
         r.register(
+            "regexp",
+            Box::new(|name, ctx| {
+                let (t, w) =
+                    crate::regexp::RegexpTable::open(&ctx.path(name), &format!("regexp:{name}"))?;
+                Ok((Arc::new(t), w.iter().map(ToString::to_string).collect()))
+            }),
+        );
+        r.register(
+            "pcre",
+            Box::new(|name, ctx| {
+                let (t, w) =
+                    crate::pcre::PcreTable::open(&ctx.path(name), &format!("pcre:{name}"))?;
+                Ok((Arc::new(t), w.iter().map(ToString::to_string).collect()))
+            }),
+        );
+        r.register(
+            "cidr",
+            Box::new(|name, ctx| {
+                let t = crate::cidr::CidrTable::open(&ctx.path(name))?;
+                let warnings = t.warnings().iter().map(ToString::to_string).collect();
+                Ok((Arc::new(t), warnings))
+            }),
+        );
+        r.register(
             "inline",
             Box::new(|name, _| Ok((Arc::new(InlineMap::parse(name)?), Vec::new()))),
         );

@@ -191,7 +191,31 @@ fn texthash_inline_and_static_answer_like_postfix() {
     let dir = scratch("text");
     std::fs::copy(data("aliases-like.src"), dir.join("t")).unwrap();
     let texthash = format!("texthash:{}", dir.join("t").display());
+    // Pattern tables through mtad's registry (their own differential tests
+    // in mta-maps go much deeper).
+    std::fs::write(
+        dir.join("re"),
+        "/^postmaster@/ pm $0\n/^(.*)@example\\.org$/ org:$1\nif !/^x/\n/(.)(.)$/ tail $2$1\nendif\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("cidr"), "192.0.2.0/24 doc\n!10.0.0.0/8 not-ten\n").unwrap();
+    let regexp = format!("regexp:{}", dir.join("re").display());
+    let pcre = format!("pcre:{}", dir.join("re").display());
+    let cidr = format!("cidr:{}", dir.join("cidr").display());
+    let cidr_keys = "192.0.2.1\n10.1.1.1\n203.0.113.9\n::1\nnot-an-address\n";
+    for table in [cidr.as_str()] {
+        let theirs = run(POSTMAP, &["-q", "-", table], &dir, cidr_keys);
+        let ours = run(mtad, &["-q", "-", table], &dir, cidr_keys);
+        assert_eq!(
+            (ours.code, &ours.stdout),
+            (theirs.code, &theirs.stdout),
+            "{table}: {}",
+            ours.stderr
+        );
+    }
     for table in [
+        regexp.as_str(),
+        pcre.as_str(),
         texthash.as_str(),
         "inline:{ x=1, X=2, {y = 2 , 3}, postmaster@example.com=pm }",
         "static:{ the same  for all }",
@@ -205,11 +229,15 @@ fn texthash_inline_and_static_answer_like_postfix() {
             "{table}: {}",
             ours.stderr
         );
-        assert_eq!(
-            warnings(&ours.stderr),
-            warnings(&theirs.stderr),
-            "{table} warnings"
-        );
+        // regexp and pcre word their warnings per line, not as Postfix's
+        // pairs; their own differential tests compare the lines warned.
+        if !table.starts_with("regexp:") && !table.starts_with("pcre:") {
+            assert_eq!(
+                warnings(&ours.stderr),
+                warnings(&theirs.stderr),
+                "{table} warnings"
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
