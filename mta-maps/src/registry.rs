@@ -171,7 +171,7 @@ impl Registry {
         r.register(
             "cidr",
             Box::new(|name, ctx| {
-                let t = crate::cidr::CidrTable::open(&ctx.path(name))?;
+                let t = crate::cidr::CidrTable::open(ctx.path(name))?;
                 let warnings = t.warnings().iter().map(ToString::to_string).collect();
                 Ok((Arc::new(t), warnings))
             }),
