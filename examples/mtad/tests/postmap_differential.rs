@@ -203,16 +203,14 @@ fn texthash_inline_and_static_answer_like_postfix() {
     let pcre = format!("pcre:{}", dir.join("re").display());
     let cidr = format!("cidr:{}", dir.join("cidr").display());
     let cidr_keys = "192.0.2.1\n10.1.1.1\n203.0.113.9\n::1\nnot-an-address\n";
-    for table in [cidr.as_str()] {
-        let theirs = run(POSTMAP, &["-q", "-", table], &dir, cidr_keys);
-        let ours = run(mtad, &["-q", "-", table], &dir, cidr_keys);
-        assert_eq!(
-            (ours.code, &ours.stdout),
-            (theirs.code, &theirs.stdout),
-            "{table}: {}",
-            ours.stderr
-        );
-    }
+    let theirs = run(POSTMAP, &["-q", "-", &cidr], &dir, cidr_keys);
+    let ours = run(mtad, &["-q", "-", &cidr], &dir, cidr_keys);
+    assert_eq!(
+        (ours.code, &ours.stdout),
+        (theirs.code, &theirs.stdout),
+        "{cidr}: {}",
+        ours.stderr
+    );
     for table in [
         regexp.as_str(),
         pcre.as_str(),
