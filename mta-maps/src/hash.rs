@@ -78,7 +78,14 @@ pub fn build(
 ) -> Result<Vec<DuplicateKey>, MapError> {
     let mut pairs: Vec<(String, String, usize)> = entries
         .into_iter()
-        .map(|(k, v, line)| (folding.fold(&k).into_owned(), v, line))
+        .map(|(k, v, line)| {
+            // Most keys are already folded: keep their allocation.
+            let folded = match folding.fold(&k) {
+                std::borrow::Cow::Borrowed(_) => k,
+                std::borrow::Cow::Owned(f) => f,
+            };
+            (folded, v, line)
+        })
         .collect();
     // A stable sort keeps file order among equal keys, so the first (or
     // last) occurrence is easy to pick.
