@@ -43,10 +43,11 @@ use std::fmt;
 use std::path::Path;
 
 use crate::MapError;
-use crate::cidr::{
-    LogicalLine, MAX_LOGICAL_LINE, decode_lossy, leading_space_warning, logical_lines, printable,
-};
+use crate::cidr::decode_lossy;
 use crate::key::Folding;
+use crate::source::{
+    LogicalLine, MAX_LOGICAL_LINE, leading_space_warning, logical_lines, printable,
+};
 
 /// The most bytes of a `.forward` or `:include:` line that are read as
 /// one list: longer lines are cut into pieces of at most this size, each

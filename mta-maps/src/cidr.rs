@@ -61,11 +61,10 @@ use std::path::Path;
 
 use crate::{KeyKind, Lookup, Map, MapError};
 
-/// The most bytes one logical line (a line with its continuation lines)
-/// may have. Postfix has no limit; this one is far above any real rule and
-/// keeps a runaway file from being joined into one huge string. A longer
-/// line is skipped with a warning.
-pub const MAX_LOGICAL_LINE: usize = 1 << 20;
+pub use crate::source::MAX_LOGICAL_LINE;
+use crate::source::{
+    LogicalLine, is_space, leading_space_warning, logical_lines, printable, trim_end, trim_start,
+};
 
 /// The most negated `if` blocks that may be open at once for the table to
 /// be indexed. Each open `if !pattern` can split the set of addresses its
@@ -933,101 +932,6 @@ fn intersect(a: &[(u128, u128)], b: &[(u128, u128)]) -> Vec<(u128, u128)> {
             j += 1;
         }
     }
-    out
-}
-
-/// White space as C's `isspace` sees it in the C locale: unlike
-/// [`char::is_ascii_whitespace`], this includes vertical tab.
-pub(crate) fn is_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
-}
-
-pub(crate) fn trim_start(text: &str) -> &str {
-    text.trim_start_matches(is_space)
-}
-
-pub(crate) fn trim_end(text: &str) -> &str {
-    text.trim_end_matches(is_space)
-}
-
-/// Text for a message, as Postfix prints it: every byte that is not
-/// printable ASCII shown as `?`.
-pub(crate) fn printable(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if (0x20..0x7f).contains(&b) {
-                char::from(b)
-            } else {
-                '?'
-            }
-        })
-        .collect()
-}
-
-/// The most bytes of a line that Postfix quotes when it rejects the line
-/// for starting with white space; the rest is shown as `...`.
-const QUOTED_LINE_BYTES: usize = 30;
-
-/// The warning for a logical line that starts with white space, as
-/// Postfix words it.
-pub(crate) fn leading_space_warning(text: &str) -> String {
-    let mut shown = printable(text);
-    if shown.len() > QUOTED_LINE_BYTES {
-        // `printable` gives one ASCII character per byte.
-        shown.truncate(QUOTED_LINE_BYTES);
-        shown.push_str("...");
-    }
-    format!("logical line must not start with whitespace: \"{shown}\"")
-}
-
-/// One logical line of a Postfix table source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LogicalLine<'a> {
-    /// The line number of its first line.
-    pub(crate) number: usize,
-    /// The text: its lines joined as they are (continuation lines keep
-    /// their leading white space; only the line breaks go).
-    pub(crate) text: Cow<'a, str>,
-    /// Whether it starts with white space, which Postfix rejects: a
-    /// continuation with nothing before it to continue.
-    pub(crate) starts_with_space: bool,
-    /// Whether it was cut at [`MAX_LOGICAL_LINE`] bytes.
-    pub(crate) too_long: bool,
-}
-
-/// Splits a table source into logical lines as Postfix reads every table
-/// source: lines that are blank or whose first non-blank character is
-/// `#` are dropped wherever they are (so they do not end a logical line),
-/// and a line that starts with white space continues the logical line
-/// before it.
-pub(crate) fn logical_lines(text: &str) -> Vec<LogicalLine<'_>> {
-    let mut out: Vec<LogicalLine<'_>> = Vec::new();
-    let mut current: Option<LogicalLine<'_>> = None;
-    for (index, line) in text.split('\n').enumerate() {
-        let content = trim_start(line);
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
-        let continues = content.len() != line.len();
-        if continues {
-            if let Some(cur) = current.as_mut() {
-                if cur.too_long || cur.text.len() + line.len() > MAX_LOGICAL_LINE {
-                    cur.too_long = true;
-                } else {
-                    cur.text.to_mut().push_str(line);
-                }
-                continue;
-            }
-        }
-        out.extend(current.take());
-        current = Some(LogicalLine {
-            number: index + 1,
-            text: Cow::Borrowed(line),
-            starts_with_space: continues,
-            too_long: line.len() > MAX_LOGICAL_LINE,
-        });
-    }
-    out.extend(current);
     out
 }
 

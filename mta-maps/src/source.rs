@@ -11,9 +11,13 @@
 //! ignored. Duplicate keys are the caller's business ([`crate::hash`]
 //! keeps the first, or the last with `postmap -r`).
 
+use std::borrow::Cow;
 use std::fmt;
 
-/// The most bytes one logical line may have.
+/// The most bytes one logical line (a line with its continuation lines)
+/// may have. Postfix has no limit; this one is far above any real entry and
+/// keeps a runaway file from being joined into one huge string. A longer
+/// line is skipped with a warning.
 pub const MAX_LOGICAL_LINE: usize = 1 << 20;
 
 /// One entry of a source file.
@@ -54,6 +58,8 @@ pub enum SourceProblem {
     /// The file starts with an indented line, which has nothing to
     /// continue; Postfix skips it.
     LeadingWhitespace,
+    /// A logical line longer than [`MAX_LOGICAL_LINE`].
+    TooLong,
 }
 
 impl fmt::Display for SourceWarning {
@@ -67,34 +73,96 @@ impl fmt::Display for SourceWarning {
     }
 }
 
-/// Splits `text` into logical lines: `(first line number, text)`, with
-/// continuation lines appended as they are (their leading white space
-/// kept, only the line break dropped, as Postfix joins them) and comments
-/// and blank lines dropped. A continuation before any line is returned on
-/// its own, still indented, for the caller to warn about and skip, as
-/// Postfix does.
-pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
-    let mut out: Vec<(usize, String)> = Vec::new();
-    let mut current: Option<(usize, String)> = None;
-    for (index, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+/// White space as C's `isspace` sees it in the C locale: unlike
+/// [`char::is_ascii_whitespace`], this includes vertical tab.
+pub(crate) fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
+pub(crate) fn trim_start(text: &str) -> &str {
+    text.trim_start_matches(is_space)
+}
+
+pub(crate) fn trim_end(text: &str) -> &str {
+    text.trim_end_matches(is_space)
+}
+
+/// Text for a message, as Postfix prints it: every byte that is not
+/// printable ASCII shown as `?`.
+pub(crate) fn printable(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if (0x20..0x7f).contains(&b) {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// The most bytes of a line that Postfix quotes when it rejects the line
+/// for starting with white space; the rest is shown as `...`.
+const QUOTED_LINE_BYTES: usize = 30;
+
+/// The warning for a logical line that starts with white space, as
+/// Postfix words it.
+pub(crate) fn leading_space_warning(text: &str) -> String {
+    let mut shown = printable(text);
+    if shown.len() > QUOTED_LINE_BYTES {
+        // `printable` gives one ASCII character per byte.
+        shown.truncate(QUOTED_LINE_BYTES);
+        shown.push_str("...");
+    }
+    format!("logical line must not start with whitespace: \"{shown}\"")
+}
+
+/// One logical line of a Postfix table source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogicalLine<'a> {
+    /// The line number of its first line.
+    pub(crate) number: usize,
+    /// The text: its lines joined as they are (continuation lines keep
+    /// their leading white space; only the line breaks go).
+    pub(crate) text: Cow<'a, str>,
+    /// Whether it starts with white space, which Postfix rejects: a
+    /// continuation with nothing before it to continue.
+    pub(crate) starts_with_space: bool,
+    /// Whether it was cut at [`MAX_LOGICAL_LINE`] bytes.
+    pub(crate) too_long: bool,
+}
+
+/// Splits a table source into logical lines as Postfix reads every table
+/// source: lines that are blank or whose first non-blank character is
+/// `#` are dropped wherever they are (so they do not end a logical line),
+/// and a line that starts with white space continues the logical line
+/// before it.
+pub(crate) fn logical_lines(text: &str) -> Vec<LogicalLine<'_>> {
+    let mut out: Vec<LogicalLine<'_>> = Vec::new();
+    let mut current: Option<LogicalLine<'_>> = None;
+    for (index, line) in text.split('\n').enumerate() {
+        let content = trim_start(line);
+        if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        if line.starts_with(char::is_whitespace) {
-            if let Some((_, text)) = current.as_mut() {
-                if text.len() < MAX_LOGICAL_LINE {
-                    text.push_str(line);
+        let continues = content.len() != line.len();
+        if continues {
+            if let Some(cur) = current.as_mut() {
+                if cur.too_long || cur.text.len() + line.len() > MAX_LOGICAL_LINE {
+                    cur.too_long = true;
+                } else {
+                    cur.text.to_mut().push_str(line);
                 }
                 continue;
             }
-            // Nothing to continue: returned as it is, starting with white
-            // space, for the caller to warn about and skip.
         }
-        if let Some(done) = current.take() {
-            out.push(done);
-        }
-        current = Some((index + 1, line.to_string()));
+        out.extend(current.take());
+        current = Some(LogicalLine {
+            number: index + 1,
+            text: Cow::Borrowed(line),
+            starts_with_space: continues,
+            too_long: line.len() > MAX_LOGICAL_LINE,
+        });
     }
     out.extend(current);
     out
@@ -113,28 +181,39 @@ pub fn logical_lines(text: &str) -> Vec<(usize, String)> {
 pub fn parse(text: &str, path: &str) -> (Vec<SourceEntry>, Vec<SourceWarning>) {
     let mut entries = Vec::new();
     let mut warnings = Vec::new();
-    for (line, logical) in logical_lines(text) {
-        if logical.starts_with(char::is_whitespace) {
-            warnings.push(SourceWarning {
-                path: path.to_string(),
+    let mut warn = |line, problem, message| {
+        warnings.push(SourceWarning {
+            path: path.to_string(),
+            line,
+            message,
+            problem,
+        });
+    };
+    for logical in logical_lines(text) {
+        let line = logical.number;
+        if logical.too_long {
+            warn(
                 line,
-                message: format!("logical line must not start with whitespace: \"{logical}\""),
-                problem: SourceProblem::LeadingWhitespace,
-            });
+                SourceProblem::TooLong,
+                format!("line longer than {MAX_LOGICAL_LINE} bytes: skipping this entry"),
+            );
             continue;
         }
-        match split_key_value(logical.trim()) {
+        if logical.starts_with_space {
+            warn(
+                line,
+                SourceProblem::LeadingWhitespace,
+                leading_space_warning(&logical.text),
+            );
+            continue;
+        }
+        match split_key_value(trim_end(&logical.text)) {
             Ok((key, value)) => entries.push(SourceEntry {
                 key: key.to_string(),
                 value: value.to_string(),
                 line,
             }),
-            Err((problem, message)) => warnings.push(SourceWarning {
-                path: path.to_string(),
-                line,
-                message,
-                problem,
-            }),
+            Err((problem, message)) => warn(line, problem, message),
         }
     }
     (entries, warnings)
@@ -149,7 +228,7 @@ fn split_key_value(line: &str) -> Result<(&str, &str), (SourceProblem, String)> 
         match bytes[i] {
             b'\\' if quoted => i += 1,
             b'"' => quoted = !quoted,
-            b if b.is_ascii_whitespace() && !quoted => break,
+            b if is_space(char::from(b)) && !quoted => break,
             _ => {}
         }
         i += 1;
@@ -161,7 +240,7 @@ fn split_key_value(line: &str) -> Result<(&str, &str), (SourceProblem, String)> 
         ));
     }
     let i = i.min(bytes.len());
-    let (key, value) = (&line[..i], line[i..].trim());
+    let (key, value) = (&line[..i], trim_start(trim_end(&line[i..])));
     if key.is_empty() || value.is_empty() {
         return Err((
             SourceProblem::ExpectedFormat,
