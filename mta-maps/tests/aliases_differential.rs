@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use mta_maps::aliases::{AliasFile, parse};
@@ -21,33 +20,21 @@ use mta_maps::key::Folding;
 
 const POSTALIAS: &str = "/usr/sbin/postalias";
 
-/// Whether the oracle is there; says why not, or fails under CI.
+mod common;
+use common::Scratch;
+
 fn oracle_available() -> bool {
-    if Path::new(POSTALIAS).exists() {
-        return true;
-    }
-    let message = "skipped: /usr/sbin/postalias not installed (run tools/install-peers.sh)";
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("{message}");
-    false
+    common::oracle_available(POSTALIAS)
 }
 
-/// A scratch directory with an empty `main.cf`, for `MAIL_CONFIG`. (With
-/// no `compatibility_level`, Postfix folds keys as ASCII; the names below
-/// are ASCII or already lower case, so that either folding agrees.)
-struct Scratch {
-    dir: PathBuf,
+// Scratch directories hold an empty `main.cf`: with no
+// `compatibility_level`, Postfix folds keys as ASCII; the names below are
+// ASCII or already lower case, so that either folding agrees.
+trait Postalias {
+    fn postalias(&self, args: &[&str], input: &str) -> (String, String);
 }
 
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("mta-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("main.cf"), "").unwrap();
-        Scratch { dir }
-    }
-
+impl Postalias for Scratch {
     fn postalias(&self, args: &[&str], input: &str) -> (String, String) {
         let mut child = Command::new(POSTALIAS)
             .args(args)
@@ -67,12 +54,6 @@ impl Scratch {
             String::from_utf8_lossy(&output.stdout).into_owned(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

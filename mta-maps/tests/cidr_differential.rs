@@ -9,43 +9,18 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use mta_maps::cidr::CidrTable;
 
 const POSTMAP: &str = "/usr/sbin/postmap";
 
-/// Whether the oracle is there; says why not, or fails under CI.
+mod common;
+use common::Scratch;
+
 fn oracle_available() -> bool {
-    if Path::new(POSTMAP).exists() {
-        return true;
-    }
-    let message = "skipped: /usr/sbin/postmap not installed (run tools/install-peers.sh)";
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("{message}");
-    false
-}
-
-/// A scratch directory with an empty `main.cf`, for `MAIL_CONFIG`.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("mta-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("main.cf"), "").unwrap();
-        Scratch { dir }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    common::oracle_available(POSTMAP)
 }
 
 /// What a run prints: the `key<TAB>value` lines and the warnings.

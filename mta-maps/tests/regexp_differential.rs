@@ -21,16 +21,10 @@ use mta_maps::regexp::{RegexpTable, Warning};
 
 const POSTMAP: &str = "/usr/sbin/postmap";
 
-/// Returns false (after saying why) when Postfix is not installed; fails
-/// in CI, where it must be.
+mod common;
+
 fn postmap_available() -> bool {
-    if Path::new(POSTMAP).exists() {
-        return true;
-    }
-    let why = "skipped: /usr/sbin/postmap not installed (run tools/install-peers.sh)";
-    assert!(std::env::var_os("CI").is_none(), "{why}");
-    eprintln!("{why}");
-    false
+    common::oracle_available(POSTMAP)
 }
 
 /// Keys every table is tried with.
