@@ -160,7 +160,7 @@ fn main() -> ExitCode {
             Some(Command::Postconf { .. } | Command::Postmap { .. }) => {
                 unreachable!("tools are dispatched before the daemon's command line")
             }
-            Some(Command::Check) => check(cli.config_dir),
+            Some(Command::Check) => check(cli.config_dir).map(drop),
             None => run_daemon(cli.config_dir),
         }
     };
@@ -175,31 +175,20 @@ fn main() -> ExitCode {
 
 /// `mtad check`: parse both files, validate every set parameter, print
 /// warnings; exit 1 on any error.
-fn check(flag: Option<PathBuf>) -> Result<(), Fatal> {
+fn check(flag: Option<PathBuf>) -> Result<postconf::Loaded, Fatal> {
     let (dir, explicit) = config_dir(flag);
-    let mut config = postconf::load(&dir, explicit, "mtad")?.config;
+    let mut loaded = postconf::load(&dir, explicit, "mtad")?;
+    let config = &mut loaded.config;
     config.read_files(&|path| std::fs::read_to_string(path).map_err(|e| io_reason(&e)));
     for w in config.warnings() {
         warn(&w.to_string());
     }
-    let mut errors = config.validate();
-    for name in config.parameter_names() {
-        if config.kind(&name) == Some(mta_core::config::registry::ParameterKind::List)
-            && config.is_set(&name)
-        {
-            if let Err(e) = config.list(&name) {
-                errors.push(e);
-            }
-        }
-    }
-    if let Err(e) = config.text_or_file("myorigin") {
-        errors.push(e);
-    }
+    let errors = config.validate();
     for e in &errors {
         eprintln!("{}: error: {e}", program());
     }
     if errors.is_empty() {
-        Ok(())
+        Ok(loaded)
     } else {
         Err(Fatal(format!(
             "{} configuration error(s) in {}",
@@ -213,9 +202,8 @@ fn check(flag: Option<PathBuf>) -> Result<(), Fatal> {
 /// crates land, this reads and checks the configuration, says which
 /// services it would start, and stops with an error saying so.
 fn run_daemon(flag: Option<PathBuf>) -> Result<(), Fatal> {
-    check(flag.clone())?;
-    let (dir, explicit) = config_dir(flag);
-    let loaded = postconf::load(&dir, explicit, "mtad")?;
+    let (dir, _) = config_dir(flag.clone());
+    let loaded = check(flag)?;
     let master = loaded.master_text.as_deref().unwrap_or("");
     for line in master::describe(master, &dir.join("master.cf").display().to_string())? {
         eprintln!("mtad: info: {line}");

@@ -67,20 +67,7 @@ pub(crate) struct Loaded {
 /// directory was named (-c or MAIL_CONFIG), which makes `config_directory`
 /// count as set, as in Postfix.
 pub(crate) fn load(dir: &Path, explicit: bool, process_name: &str) -> Result<Loaded, Fatal> {
-    let main_path = dir.join("main.cf");
-    let text = std::fs::read_to_string(&main_path).map_err(|e| {
-        Fatal(format!(
-            "open {}: {}",
-            main_path.display(),
-            crate::io_reason(&e)
-        ))
-    })?;
-    let mut config = Config::parse(
-        &text,
-        &main_path.display().to_string(),
-        crate::host::facts(process_name),
-    )
-    .map_err(|e| Fatal(e.to_string()))?;
+    let mut config = load_main(dir, explicit, process_name)?;
     let master_path = dir.join("master.cf");
     let master_text = std::fs::read_to_string(&master_path).ok();
     if let Some(master) = &master_text {
@@ -91,13 +78,33 @@ pub(crate) fn load(dir: &Path, explicit: bool, process_name: &str) -> Result<Loa
             master_path.display()
         ));
     }
-    if explicit {
-        config =
-            config.with_overrides(&[("config_directory".to_string(), dir.display().to_string())]);
-    }
     Ok(Loaded {
         config,
         master_text,
+    })
+}
+
+/// Reads `DIR/main.cf` alone, for the tools that need no services
+/// (`postmap`, `newaliases`).
+pub(crate) fn load_main(dir: &Path, explicit: bool, process_name: &str) -> Result<Config, Fatal> {
+    let main_path = dir.join("main.cf");
+    let text = std::fs::read_to_string(&main_path).map_err(|e| {
+        Fatal(format!(
+            "open {}: {}",
+            main_path.display(),
+            crate::io_reason(&e)
+        ))
+    })?;
+    let config = Config::parse(
+        &text,
+        &main_path.display().to_string(),
+        crate::host::facts(process_name),
+    )
+    .map_err(|e| Fatal(e.to_string()))?;
+    Ok(if explicit {
+        config.with_overrides(&[("config_directory".to_string(), dir.display().to_string())])
+    } else {
+        config
     })
 }
 

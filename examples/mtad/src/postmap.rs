@@ -286,7 +286,7 @@ fn compile_aliases(
 /// would.
 pub(crate) fn newaliases(flag: Option<PathBuf>) -> Result<(), Fatal> {
     let (dir, explicit) = config_dir(flag);
-    let config = crate::postconf::load(&dir, explicit, "newaliases")?.config;
+    let config = crate::postconf::load_main(&dir, explicit, "newaliases")?;
     let default = config
         .expanded("default_database_type")
         .unwrap_or_else(|_| "hash".into());

@@ -706,7 +706,9 @@ impl Config {
     }
 
     /// Checks every set parameter of a known kind: booleans, integers and
-    /// times must parse, and every value must expand.
+    /// times must parse, every value must expand, and the files that lists
+    /// and `myorigin` name must have been readable (see
+    /// [`read_files`](Self::read_files)).
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         for setting in self.main.settings() {
@@ -715,6 +717,10 @@ impl Config {
                 Some(ParameterKind::Boolean) => self.boolean(name).map(drop),
                 Some(ParameterKind::Integer) => self.integer(name).map(drop),
                 Some(ParameterKind::Time { .. }) => self.time(name).map(drop),
+                // Lists and myorigin may name files: read through
+                // `read_files`, a file that could not be read is reported.
+                Some(ParameterKind::List) => self.list(name).map(drop),
+                Some(_) if name == "myorigin" => self.text_or_file(name).map(drop),
                 Some(_) => self.expanded(name).map(drop),
                 None => Ok(()),
             };
@@ -987,6 +993,11 @@ mod tests {
         assert_eq!(
             c.list("mydestination").unwrap(),
             ["localhost", "a.example", "b.example", "c.example"]
+        );
+        assert_eq!(
+            c.validate().len(),
+            1,
+            "only the unreadable relay_domains file"
         );
         assert_eq!(
             c.list("relay_domains").unwrap_err().to_string(),

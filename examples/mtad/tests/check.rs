@@ -1,0 +1,51 @@
+//! `mtad check`: a good configuration passes; a bad one fails, naming each
+//! problem with its file and line.
+
+use std::process::Command;
+
+#[test]
+fn check_names_every_problem_with_file_and_line() {
+    let mtad = env!("CARGO_BIN_EXE_mtad");
+    let site = concat!(env!("CARGO_MANIFEST_DIR"), "/../small-office");
+    let ok = Command::new(mtad)
+        .args(["check", "-c", site])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let dir = std::env::temp_dir().join(format!("mtad-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.cf"),
+        "myorigin = /nonexistent/mailname\nsmtpd_helo_required = maybe\nmessage_size_limit = 10M\nbogus = 1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("master.cf"), "").unwrap();
+    let bad = Command::new(mtad)
+        .args(["check", "-c", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    let main_cf = dir.join("main.cf").display().to_string();
+    for expected in [
+        format!(
+            "{main_cf}, line 1: parameter myorigin: open /nonexistent/mailname: No such file or directory"
+        ),
+        format!("{main_cf}, line 2: parameter smtpd_helo_required: bad boolean value \"maybe\""),
+        format!("{main_cf}, line 3: parameter message_size_limit: bad integer value \"10M\""),
+        format!("{main_cf}: unused parameter: bogus=1"),
+        "3 configuration error(s)".to_string(),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
