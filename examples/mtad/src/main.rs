@@ -66,7 +66,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate the configuration and report what is not supported.
+    /// Validate main.cf and master.cf: malformed lines, bad values and
+    /// unreadable files (with file and line), unused parameters.
     Check,
     /// Postfix configuration utility (postconf(1)).
     #[command(disable_help_flag = true, allow_hyphen_values = true)]
@@ -77,6 +78,18 @@ enum Command {
     /// Postfix lookup table management (postmap(1)).
     #[command(disable_help_flag = true, allow_hyphen_values = true)]
     Postmap {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Postfix alias database maintenance (postalias(1)).
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Postalias {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Rebuild the alias_database tables (newaliases(1)).
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Newaliases {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -157,7 +170,12 @@ fn main() -> ExitCode {
     } else {
         let cli = Cli::parse();
         match cli.command {
-            Some(Command::Postconf { .. } | Command::Postmap { .. }) => {
+            Some(
+                Command::Postconf { .. }
+                | Command::Postmap { .. }
+                | Command::Postalias { .. }
+                | Command::Newaliases { .. },
+            ) => {
                 unreachable!("tools are dispatched before the daemon's command line")
             }
             Some(Command::Check) => check(cli.config_dir).map(drop),
