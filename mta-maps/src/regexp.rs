@@ -104,10 +104,12 @@
 //!   last matched some text; elsewhere an empty match is recorded.
 //!
 //! The matcher first searches for the start and end, remembering which
-//! (instruction, position) pairs failed, then tabulates backwards which
-//! pairs can still reach that end, then walks once: its work is bounded
-//! by the pattern's size times the key's length
-//! ([`MAX_MATCH_MEMORY_BITS`]).
+//! (instruction, position) pairs failed, then lists the pairs reachable
+//! from the start, marks backwards those that can still reach the end
+//! (in one pass per position when the pattern has no loop that consumes
+//! nothing), then walks once: its work is bounded by the pattern's size
+//! times the key's length ([`MAX_MATCH_MEMORY_BITS`]), and is usually
+//! far less, since few pairs are reachable.
 //!
 //! Back-references (`\1` to `\9`) are beyond the `regex` crate: such
 //! patterns stay out of the sets and this module's matcher tries them
@@ -1508,6 +1510,60 @@ mod posix {
         /// The same pattern in the `regex` crate's syntax (bytes, no
         /// Unicode), when it has one (not with back-references).
         translated: Option<String>,
+        /// For each instruction, its place in an order where each comes
+        /// after every instruction it reaches without consuming a byte,
+        /// when no such way loops (see [`epsilon_order`]).
+        rank: Option<Vec<u32>>,
+    }
+
+    /// Orders the program so that every instruction follows all those it
+    /// reaches without consuming a byte (through splits, jumps, group
+    /// marks and assertions). The table of viable pairs is then filled
+    /// for one position in one pass in this order, instead of passing
+    /// over the program until nothing changes. `None` when such ways
+    /// form a loop (a repetition of something that can match nothing,
+    /// as in `(a*)*`): those patterns keep the repeated passes.
+    fn epsilon_order(program: &[Inst]) -> Option<Vec<u32>> {
+        const NEW: u8 = 0;
+        const OPEN: u8 = 1;
+        const DONE: u8 = 2;
+        let successors = |pc: usize| -> [Option<u32>; 2] {
+            match program[pc] {
+                Inst::Split(a, b) => [Some(a), Some(b)],
+                Inst::Jump(to) => [Some(to), None],
+                Inst::Open(_) | Inst::Close(..) | Inst::Assert(_) => [Some(pc as u32 + 1), None],
+                Inst::Bytes(_) | Inst::Backref(_) | Inst::Match => [None, None],
+            }
+        };
+        let mut state = vec![NEW; program.len()];
+        let mut order = Vec::with_capacity(program.len());
+        let mut stack: Vec<(u32, usize)> = Vec::new();
+        for root in 0..program.len() {
+            if state[root] != NEW {
+                continue;
+            }
+            state[root] = OPEN;
+            stack.push((root as u32, 0));
+            while let Some(&mut (pc, ref mut next)) = stack.last_mut() {
+                let succ = successors(pc as usize);
+                if let Some(&Some(to)) = succ.get(*next) {
+                    *next += 1;
+                    match state[to as usize] {
+                        NEW => {
+                            state[to as usize] = OPEN;
+                            stack.push((to, 0));
+                        }
+                        OPEN => return None,
+                        _ => {}
+                    }
+                } else {
+                    state[pc as usize] = DONE;
+                    order.push(pc);
+                    stack.pop();
+                }
+            }
+        }
+        Some(order)
     }
 
     /// Where the whole match (index 0) and each group matched, `None` for
@@ -1557,7 +1613,15 @@ mod posix {
                 translate(&ast, syntax.newline, &mut s);
                 Some(s)
             };
+            let rank = epsilon_order(&compiler.program).map(|order| {
+                let mut rank = vec![0u32; order.len()];
+                for (i, &pc) in order.iter().enumerate() {
+                    rank[pc as usize] = i as u32;
+                }
+                rank
+            });
             Ok(Regex {
+                rank,
                 program: compiler.program,
                 sets: compiler.sets,
                 groups: parser.groups,
@@ -2039,49 +2103,98 @@ mod posix {
             let program = &self.re.program;
             let len = program.len();
             let width = end - start + 1;
-            let mut table = vec![0u64; Self::bits(self.re, width)?.div_ceil(64)];
+            let words = Self::bits(self.re, width)?.div_ceil(64);
             let index = |pc: usize, flag: bool, pos: usize| {
                 ((pos - start) * 2 + usize::from(flag)) * len + pc
             };
+            // Forward: the pairs reachable from the start, position by
+            // position (a handful per position for most patterns). The
+            // walk only ever asks about such pairs.
+            let mut reached = vec![0u64; words];
+            let mut nodes: Vec<(u32, bool)> = Vec::new();
+            let mut bounds = Vec::with_capacity(width + 1);
+            let mut seeds = vec![(0u32, false)];
+            let mut next = Vec::new();
+            let mut stack = Vec::new();
+            for pos in start..=end {
+                bounds.push(nodes.len());
+                stack.append(&mut seeds);
+                while let Some((pc, flag)) = stack.pop() {
+                    let bit = index(pc as usize, flag, pos);
+                    if test_bit(&reached, bit) {
+                        continue;
+                    }
+                    set_bit(&mut reached, bit);
+                    nodes.push((pc, flag));
+                    match program[pc as usize] {
+                        Inst::Bytes(set) => {
+                            if pos < end && self.re.sets[set as usize].contains(self.hay[pos]) {
+                                next.push((pc + 1, false));
+                            }
+                        }
+                        Inst::Split(a, b) => {
+                            stack.push((b, flag));
+                            stack.push((a, flag));
+                        }
+                        Inst::Jump(to) => stack.push((to, flag)),
+                        Inst::Open(_) | Inst::Close(..) => stack.push((pc + 1, flag)),
+                        Inst::Assert(a) => {
+                            if self.assertion(a, pos) {
+                                stack.push((pc + 1, true));
+                            }
+                        }
+                        Inst::Backref(_) | Inst::Match => {}
+                    }
+                }
+                std::mem::swap(&mut seeds, &mut next);
+            }
+            bounds.push(nodes.len());
+            // Backward: which reachable pairs can still end at `end`.
+            let mut table = vec![0u64; words];
+            let viable = |table: &[u64], pc: u32, flag: bool, pos: usize| {
+                let at = |pc: u32, flag: bool| test_bit(table, index(pc as usize, flag, pos));
+                match program[pc as usize] {
+                    Inst::Bytes(set) => {
+                        pos < end
+                            && self.re.sets[set as usize].contains(self.hay[pos])
+                            && test_bit(table, index(pc as usize + 1, false, pos + 1))
+                    }
+                    Inst::Split(a, b) => at(a, flag) || at(b, flag),
+                    Inst::Jump(to) => at(to, flag),
+                    Inst::Open(_) | Inst::Close(..) => at(pc + 1, flag),
+                    // Reached through it only if the assertion held.
+                    Inst::Assert(_) => at(pc + 1, true),
+                    Inst::Backref(_) => false,
+                    Inst::Match => pos == end && !(plain && flag),
+                }
+            };
             for pos in (start..=end).rev() {
-                // With the flag first: an assertion leads from "no flag"
-                // to "flag" at the same position.
-                for flag in [true, false] {
-                    // Forward jumps are settled by going backwards through
-                    // the program; loops need another pass, until nothing
-                    // changes.
-                    loop {
-                        let mut changed = false;
-                        for pc in (0..len).rev() {
-                            if test_bit(&table, index(pc, flag, pos)) {
-                                continue;
-                            }
-                            let at = |pc: u32, flag: bool| {
-                                test_bit(&table, index(pc as usize, flag, pos))
-                            };
-                            let ok = match program[pc] {
-                                Inst::Bytes(set) => {
-                                    pos < end
-                                        && self.re.sets[set as usize].contains(self.hay[pos])
-                                        && test_bit(&table, index(pc + 1, false, pos + 1))
-                                }
-                                Inst::Split(a, b) => at(a, flag) || at(b, flag),
-                                Inst::Jump(to) => at(to, flag),
-                                Inst::Open(_) | Inst::Close(..) => at(pc as u32 + 1, flag),
-                                Inst::Assert(a) => {
-                                    self.assertion(a, pos) && at(pc as u32 + 1, true)
-                                }
-                                Inst::Backref(_) => false,
-                                Inst::Match => pos == end && !(plain && flag),
-                            };
-                            if ok {
-                                set_bit(&mut table, index(pc, flag, pos));
-                                changed = true;
-                            }
+                let list = &mut nodes[bounds[pos - start]..bounds[pos - start + 1]];
+                if let Some(rank) = &self.re.rank {
+                    // Everything a pair depends on at this position comes
+                    // first: pairs with the flag (an assertion leads from
+                    // "no flag" to "flag"), then in the program's epsilon
+                    // order. One pass.
+                    list.sort_unstable_by_key(|&(pc, flag)| (!flag, rank[pc as usize]));
+                    for &(pc, flag) in list.iter() {
+                        if viable(&table, pc, flag, pos) {
+                            set_bit(&mut table, index(pc as usize, flag, pos));
                         }
-                        if !changed {
-                            break;
+                    }
+                    continue;
+                }
+                // Loops without a byte: pass until nothing changes.
+                loop {
+                    let mut changed = false;
+                    for &(pc, flag) in list.iter().rev() {
+                        let bit = index(pc as usize, flag, pos);
+                        if !test_bit(&table, bit) && viable(&table, pc, flag, pos) {
+                            set_bit(&mut table, bit);
+                            changed = true;
                         }
+                    }
+                    if !changed {
+                        break;
                     }
                 }
             }
