@@ -5,12 +5,18 @@
 //! `FILE.db`, so both can sit side by side:
 //!
 //! ```text
-//! magic "MTAFST01" | flags u32 | entry count u64 | fst length u64 | fst bytes | values
+//! magic "MTAFST02" | flags u32 | entry count u64 | part count u32
+//!   | fst length u64, once per part | fst bytes, once per part | values
 //! ```
 //!
-//! The keys live in an [`fst::Map`] whose output for a key is the offset
+//! The keys live in [`fst::Map`]s whose output for a key is the offset
 //! of its value in the values section, where each value is a
-//! little-endian `u32` length and its UTF-8 bytes. An fst finds a key in
+//! little-endian `u32` length and its UTF-8 bytes. A big table is split
+//! into parts by key range (one per core, each holding at least
+//! [`PART_MIN_KEYS`] keys), built at the same time on separate threads:
+//! building an fst is the costly step of `postmap`, and it does not
+//! spread over cores by itself. A lookup picks the part whose first key
+//! is the greatest not above its key. An fst finds a key in
 //! time proportional to the key's length, shares prefixes and suffixes
 //! (addresses in one domain cost little), and is read in place from the
 //! mapped file: opening a table reads nothing, and a lookup allocates
@@ -35,12 +41,19 @@ use crate::key::Folding;
 use crate::map::{KeyKind, Lookup, Map, MapError};
 
 /// The first bytes of a compiled table.
-pub const MAGIC: &[u8; 8] = b"MTAFST01";
+pub const MAGIC: &[u8; 8] = b"MTAFST02";
+
+/// The fewest keys a part of a compiled table holds: smaller tables are
+/// built in one part, on one thread.
+pub const PART_MIN_KEYS: usize = 100_000;
+
+/// The most parts a compiled table has.
+const MAX_PARTS: usize = 16;
 
 /// Header flag: keys were stored as written (`postmap -f`).
 const FLAG_CASE_KEPT: u32 = 1;
 
-const HEADER_LEN: usize = 8 + 4 + 8 + 8;
+const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 /// The compiled file that belongs to a source file: `FILE.fst`.
 pub fn compiled_path(source: &Path) -> PathBuf {
@@ -76,6 +89,21 @@ pub fn build(
     duplicates: Duplicates,
     target: &Path,
 ) -> Result<Vec<DuplicateKey>, MapError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    build_in_parts(entries, folding, duplicates, target, |keys| {
+        (keys / PART_MIN_KEYS).clamp(1, cores.min(MAX_PARTS))
+    })
+}
+
+/// [`build`], with the number of parts chosen by `parts` from the number
+/// of keys.
+fn build_in_parts(
+    entries: impl IntoIterator<Item = (String, String, usize)>,
+    folding: Folding,
+    duplicates: Duplicates,
+    target: &Path,
+    parts: impl Fn(usize) -> usize,
+) -> Result<Vec<DuplicateKey>, MapError> {
     let mut pairs: Vec<(String, String, usize)> = entries
         .into_iter()
         .map(|(k, v, line)| {
@@ -91,23 +119,28 @@ pub fn build(
     // last) occurrence is easy to pick.
     pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut dups = Vec::new();
-    let mut unique: Vec<(String, String)> = Vec::with_capacity(pairs.len());
-    for (key, value, line) in pairs {
-        match unique.last_mut() {
-            Some(last) if last.0 == key => match duplicates {
-                Duplicates::KeepFirst => dups.push(DuplicateKey { key, line }),
-                Duplicates::Replace => last.1 = value,
-            },
-            _ => unique.push((key, value)),
+    // `dedup_by` hands over (later, kept) pairs of equal keys.
+    pairs.dedup_by(|later, kept| {
+        if later.0 != kept.0 {
+            return false;
         }
-    }
+        match duplicates {
+            Duplicates::KeepFirst => dups.push(DuplicateKey {
+                key: std::mem::take(&mut later.0),
+                line: later.2,
+            }),
+            Duplicates::Replace => std::mem::swap(&mut kept.1, &mut later.1),
+        }
+        true
+    });
+    let unique = pairs;
     let io_error = |what: &str, e: std::io::Error| {
         MapError::config(target.display().to_string(), format!("{what}: {e}"))
     };
     let mut values: Vec<u8> = Vec::new();
-    let mut builder = MapBuilder::memory();
-    for (key, value) in &unique {
-        let offset = values.len() as u64;
+    let mut offsets = Vec::with_capacity(unique.len());
+    for (key, value, _) in &unique {
+        offsets.push(values.len() as u64);
         let len = u32::try_from(value.len()).map_err(|_| {
             MapError::config(
                 target.display().to_string(),
@@ -116,13 +149,42 @@ pub fn build(
         })?;
         values.extend_from_slice(&len.to_le_bytes());
         values.extend_from_slice(value.as_bytes());
-        builder.insert(key.as_bytes(), offset).map_err(|e| {
-            MapError::config(target.display().to_string(), format!("building index: {e}"))
-        })?;
     }
-    let fst_bytes = builder.into_inner().map_err(|e| {
-        MapError::config(target.display().to_string(), format!("building index: {e}"))
-    })?;
+    // Every part holds at least one key.
+    let parts = parts(unique.len()).min(unique.len()).clamp(1, MAX_PARTS);
+    let build_part = |range: std::ops::Range<usize>| -> Result<Vec<u8>, fst::Error> {
+        let mut builder = MapBuilder::memory();
+        for i in range {
+            builder.insert(unique[i].0.as_bytes(), offsets[i])?;
+        }
+        builder.into_inner()
+    };
+    let ranges: Vec<_> = (0..parts)
+        .map(|p| p * unique.len() / parts..(p + 1) * unique.len() / parts)
+        .collect();
+    let built: Vec<Result<Vec<u8>, fst::Error>> = if parts == 1 {
+        vec![build_part(0..unique.len())]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|r| {
+                    let r = r.clone();
+                    scope.spawn(move || build_part(r))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("fst builder thread panicked"))
+                .collect()
+        })
+    };
+    let mut fsts = Vec::with_capacity(parts);
+    for part in built {
+        fsts.push(part.map_err(|e| {
+            MapError::config(target.display().to_string(), format!("building index: {e}"))
+        })?);
+    }
     let flags = if folding == Folding::None {
         FLAG_CASE_KEPT
     } else {
@@ -136,9 +198,12 @@ pub fn build(
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&flags.to_le_bytes());
     header.extend_from_slice(&(unique.len() as u64).to_le_bytes());
-    header.extend_from_slice(&(fst_bytes.len() as u64).to_le_bytes());
+    header.extend_from_slice(&(fsts.len() as u32).to_le_bytes());
+    for part in &fsts {
+        header.extend_from_slice(&(part.len() as u64).to_le_bytes());
+    }
     file.write_all(&header)
-        .and_then(|()| file.write_all(&fst_bytes))
+        .and_then(|()| fsts.iter().try_for_each(|part| file.write_all(part)))
         .and_then(|()| file.write_all(&values))
         .and_then(|()| file.sync_all())
         .map_err(|e| io_error("write", e))?;
@@ -209,7 +274,9 @@ impl AsRef<[u8]> for Section {
 /// An open compiled table.
 pub struct HashTable {
     name: String,
-    index: FstMap<Section>,
+    /// The parts, in key order, each with its first key (empty for the
+    /// first part, which takes every key below the second's).
+    parts: Vec<(Vec<u8>, FstMap<Section>)>,
     file: Arc<Mmap>,
     values_start: usize,
     folding: Folding,
@@ -277,21 +344,48 @@ impl HashTable {
         let u64_at = |at: usize| u64::from_le_bytes(map[at..at + 8].try_into().unwrap_or([0; 8]));
         let flags = u32_at(8);
         let entries = u64_at(12);
-        let fst_len = usize::try_from(u64_at(20)).map_err(|_| bad("corrupt header"))?;
-        let values_start = HEADER_LEN
-            .checked_add(fst_len)
-            .filter(|&e| e <= map.len())
-            .ok_or_else(|| bad("truncated"))?;
+        let count = u32_at(20) as usize;
+        if count == 0 || count > MAX_PARTS {
+            return Err(bad("corrupt header"));
+        }
+        let lengths_end = HEADER_LEN + 8 * count;
+        if map.len() < lengths_end {
+            return Err(bad("truncated"));
+        }
+        let mut bounds = Vec::with_capacity(count);
+        let mut start = lengths_end;
+        for p in 0..count {
+            let end = usize::try_from(u64_at(HEADER_LEN + 8 * p))
+                .ok()
+                .and_then(|len| start.checked_add(len))
+                .filter(|&e| e <= map.len())
+                .ok_or_else(|| bad("truncated"))?;
+            bounds.push((start, end));
+            start = end;
+        }
+        let values_start = start;
         let file = Arc::new(map);
-        let section = Section {
-            map: Arc::clone(&file),
-            start: HEADER_LEN,
-            end: values_start,
-        };
-        let index = FstMap::new(section).map_err(|e| bad(&format!("corrupt index: {e}")))?;
+        let mut parts = Vec::with_capacity(count);
+        for (p, (start, end)) in bounds.into_iter().enumerate() {
+            let section = Section {
+                map: Arc::clone(&file),
+                start,
+                end,
+            };
+            let index = FstMap::new(section).map_err(|e| bad(&format!("corrupt index: {e}")))?;
+            let first = if p == 0 {
+                Vec::new()
+            } else {
+                use fst::Streamer;
+                let mut stream = index.stream();
+                let first = stream.next().map(|(k, _)| k.to_vec());
+                first.ok_or_else(|| bad("corrupt index: empty part"))?
+            };
+            parts.push((first, index));
+        }
         Ok(HashTable {
             name: name.to_string(),
-            index,
+            parts,
             file,
             values_start,
             folding,
@@ -313,7 +407,10 @@ impl HashTable {
         folding: Folding,
     ) -> Result<Option<Cow<'_, str>>, MapError> {
         let key = folding.fold(key);
-        let Some(offset) = self.index.get(key.as_bytes()) else {
+        let key = key.as_bytes();
+        // The last part whose first key is not above the key.
+        let part = self.parts[1..].partition_point(|(first, _)| first.as_slice() <= key);
+        let Some(offset) = self.parts[part].1.get(key) else {
             return Ok(None);
         };
         self.value_at(offset).map(|v| Some(Cow::Borrowed(v)))
@@ -343,10 +440,12 @@ impl HashTable {
     pub fn entries(&self) -> Result<Vec<(String, String)>, MapError> {
         use fst::Streamer;
         let mut out = Vec::with_capacity(self.entries as usize);
-        let mut stream = self.index.stream();
-        while let Some((key, offset)) = stream.next() {
-            let key = String::from_utf8_lossy(key).into_owned();
-            out.push((key, self.value_at(offset)?.to_string()));
+        for (_, index) in &self.parts {
+            let mut stream = index.stream();
+            while let Some((key, offset)) = stream.next() {
+                let key = String::from_utf8_lossy(key).into_owned();
+                out.push((key, self.value_at(offset)?.to_string()));
+            }
         }
         Ok(out)
     }
@@ -478,16 +577,28 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn every_key_built_is_found(keys in proptest::collection::btree_map("[a-zA-Z0-9@.+-]{1,20}", "[ -~]{1,20}", 0..50)) {
+        fn every_key_built_is_found_in_any_number_of_parts(
+            keys in proptest::collection::btree_map("[a-zA-Z0-9@.+-]{1,20}", "[ -~]{1,20}", 0..50),
+            probes in proptest::collection::vec("[a-zA-Z0-9@.+-]{0,20}", 0..20),
+            parts in 1usize..6,
+        ) {
             let dir = scratch("prop");
             let path = dir.join("t.fst");
             let e: Vec<(String, String, usize)> = keys.iter().map(|(k, v)| (k.clone(), v.trim().to_string(), 1)).collect();
-            build(e, Folding::None, Duplicates::KeepFirst, &path).unwrap();
+            build_in_parts(e, Folding::None, Duplicates::KeepFirst, &path, |_| parts).unwrap();
             let t = HashTable::open(&path, "hash:t", Folding::None).unwrap();
+            proptest::prop_assert_eq!(t.parts.len(), parts.min(keys.len()).max(1));
             for (k, v) in &keys {
                 let got = t.get(k).unwrap();
                 proptest::prop_assert_eq!(got.as_deref(), Some(v.trim()));
             }
+            for p in &probes {
+                let want = keys.get(p).map(|v| v.trim());
+                let got = t.get(p).unwrap();
+                proptest::prop_assert_eq!(got.as_deref(), want);
+            }
+            let all: Vec<(String, String)> = keys.iter().map(|(k, v)| (k.clone(), v.trim().to_string())).collect();
+            proptest::prop_assert_eq!(t.entries().unwrap(), all);
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }
