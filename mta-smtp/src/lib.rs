@@ -1,14 +1,20 @@
 //! SMTP and LMTP for the mta toolkit.
 //!
-//! **Status: not yet built.** This crate will hold sans-IO protocol cores
-//! in the manner of `quinn-proto`: command and reply parsers that borrow
-//! from the input, a server session state machine that emits one event per
-//! command and takes the caller's decision, a client session state machine,
-//! DATA and BDAT receivers, and SASL mechanisms with their authentication
-//! back ends. A `tokio` module (default feature) will only move bytes:
-//! listeners, STARTTLS through rustls, deadlines, the client connector with
-//! MX lookup, and the hickory-resolver implementation of the core
-//! `Resolver` trait.
+//! The protocol cores do no I/O and read no clock, in the manner of
+//! `quinn-proto`: bytes and the current time go in; events, replies,
+//! bytes to send and deadlines come out. That makes every dialogue
+//! deterministic and testable in memory on a virtual clock, and lets a
+//! program embed the engine with its own policy.
 //!
-//! It will not decide policy: restrictions live in `mta-restrictions`, and
-//! an embedding program can answer the session's events with its own.
+//! - [`command`]: command lines into typed [`command::Command`]s, with
+//!   ESMTP parameters, and the reply each syntax error gets.
+//! - [`server`]: the RFC 5321 server session (and LMTP, RFC 2033): one
+//!   event per command, the caller's decision as the answer; DATA and
+//!   BDAT receivers that stream content.
+//!
+//! Replies and enhanced status codes are [`mta_core::reply`]'s.
+//!
+//! It does not decide policy: restrictions live in `mta-restrictions`,
+//! and an embedding program answers the session's events with its own.
+
+pub mod command;
