@@ -32,6 +32,7 @@
 //! # Ok::<(), mta_smtp::command::CommandError>(())
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 
 use mta_core::address::{AddressError, MailAddress, ParseOptions, ReversePath};
@@ -172,11 +173,25 @@ pub struct MailParameters<'a> {
     /// `SMTPUTF8` (RFC 6531).
     pub smtputf8: bool,
     /// `AUTH=`: the xtext-encoded authenticated sender, `<>` for none.
-    pub auth: Option<&'a str>,
+    pub auth: Option<Cow<'a, str>>,
     /// `RET=`.
     pub ret: Option<Ret>,
     /// `ENVID=`: the envelope ID, xtext-encoded.
-    pub envid: Option<&'a str>,
+    pub envid: Option<Cow<'a, str>>,
+}
+
+impl MailParameters<'_> {
+    /// The same parameters, owning their text.
+    pub fn into_owned(self) -> MailParameters<'static> {
+        MailParameters {
+            size: self.size,
+            body: self.body,
+            smtputf8: self.smtputf8,
+            auth: self.auth.map(|a| Cow::Owned(a.into_owned())),
+            ret: self.ret,
+            envid: self.envid.map(|e| Cow::Owned(e.into_owned())),
+        }
+    }
 }
 
 /// The `NOTIFY=` parameter of RCPT (RFC 3461).
@@ -223,7 +238,17 @@ pub struct RcptParameters<'a> {
     /// `NOTIFY=`.
     pub notify: Option<Notify>,
     /// `ORCPT=type;xtext`: the original recipient as sent.
-    pub orcpt: Option<&'a str>,
+    pub orcpt: Option<Cow<'a, str>>,
+}
+
+impl RcptParameters<'_> {
+    /// The same parameters, owning their text.
+    pub fn into_owned(self) -> RcptParameters<'static> {
+        RcptParameters {
+            notify: self.notify,
+            orcpt: self.orcpt.map(|o| Cow::Owned(o.into_owned())),
+        }
+    }
 }
 
 /// Why a command line was refused. [`CommandError::reply`] gives the
@@ -348,7 +373,9 @@ fn plain(code: u16, text: &str) -> Reply {
     build(code, None, text.to_string())
 }
 
-fn build(code: u16, status: Option<(u16, u16)>, text: String) -> Reply {
+/// A reply from a code, an optional enhanced status `(subject, detail)`
+/// whose class follows the code, and one line of text.
+pub(crate) fn build(code: u16, status: Option<(u16, u16)>, text: String) -> Reply {
     let code = ReplyCode::new(code).expect("reply codes here are valid");
     let status = status.map(|(subject, detail)| {
         let class = match code.get() / 100 {
@@ -514,7 +541,7 @@ fn parse_mail(arg: &str, opts: ParseOptions) -> Result<Command<'_>, CommandError
                 if !(v == "<>" || is_xtext(v)) || v.len() > 500 {
                     return Err(CommandError::BadAuthParameter);
                 }
-                params.auth = Some(v);
+                params.auth = Some(Cow::Borrowed(v));
             }
             Some(v) if is("RET") => {
                 params.ret = Some(if v.eq_ignore_ascii_case("FULL") {
@@ -529,7 +556,7 @@ fn parse_mail(arg: &str, opts: ParseOptions) -> Result<Command<'_>, CommandError
                 if v.is_empty() || v.len() > MAX_ENVID_LEN || !is_xtext(v) {
                     return Err(CommandError::BadEnvid);
                 }
-                params.envid = Some(v);
+                params.envid = Some(Cow::Borrowed(v));
             }
             _ => return Err(unsupported(&full_word(name, value))),
         }
@@ -559,7 +586,7 @@ fn parse_rcpt(arg: &str, opts: ParseOptions) -> Result<Command<'_>, CommandError
                 if !atom(kind) || text.is_empty() || v.len() > MAX_ORCPT_LEN || !is_xtext(text) {
                     return Err(CommandError::BadOrcpt);
                 }
-                params.orcpt = Some(v);
+                params.orcpt = Some(Cow::Borrowed(v));
             }
             _ => return Err(unsupported(&full_word(name, value))),
         }
@@ -744,9 +771,9 @@ mod tests {
                 size: Some(10),
                 body: Some(Body::BinaryMime),
                 smtputf8: true,
-                auth: Some("<>"),
+                auth: Some("<>".into()),
                 ret: Some(Ret::Hdrs),
-                envid: Some("ab+2Bc"),
+                envid: Some("ab+2Bc".into()),
             }
         );
         // Postfix accepts a space after the colon and a bare path.
@@ -799,7 +826,7 @@ mod tests {
         };
         assert_eq!(to.to_string(), "x@example.com");
         assert_eq!(params.notify.unwrap().to_string(), "SUCCESS,DELAY");
-        assert_eq!(params.orcpt, Some("rfc822;x+40y@example.com"));
+        assert_eq!(params.orcpt.as_deref(), Some("rfc822;x+40y@example.com"));
         assert!(matches!(
             parse("RCPT TO:<x@y> ORCPT=rfc822;"),
             Err(CommandError::BadOrcpt)

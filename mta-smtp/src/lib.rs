@@ -18,3 +18,4 @@
 //! and an embedding program answers the session's events with its own.
 
 pub mod command;
+pub mod server;
