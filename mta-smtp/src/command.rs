@@ -143,14 +143,16 @@ impl Command<'_> {
     }
 }
 
-/// The `BODY=` parameter of MAIL (RFC 6152, RFC 3030).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The body type of a message: the `BODY=` parameter of MAIL (RFC 6152,
+/// RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Body {
-    /// `7BIT`.
+    /// `7BIT` (also what no parameter means).
+    #[default]
     SevenBit,
     /// `8BITMIME`.
     EightBitMime,
-    /// `BINARYMIME` (only with BDAT).
+    /// `BINARYMIME`: binary content, only with BDAT, sent byte for byte.
     BinaryMime,
 }
 

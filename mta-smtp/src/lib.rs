@@ -11,11 +11,16 @@
 //! - [`server`]: the RFC 5321 server session (and LMTP, RFC 2033): one
 //!   event per command, the caller's decision as the answer; DATA and
 //!   BDAT receivers that stream content.
+//! - [`client`]: the client session of Postfix's `smtp(8)` and `lmtp(8)`:
+//!   greeting, EHLO with HELO fallback, STARTTLS, AUTH plumbing,
+//!   pipelined MAIL/RCPT/DATA or BDAT, dot-stuffing, a result per
+//!   recipient, Postfix's per-stage deadlines.
 //!
 //! Replies and enhanced status codes are [`mta_core::reply`]'s.
 //!
 //! It does not decide policy: restrictions live in `mta-restrictions`,
 //! and an embedding program answers the session's events with its own.
 
+pub mod client;
 pub mod command;
 pub mod server;
