@@ -513,7 +513,7 @@ fn parse_mail(arg: &str, opts: ParseOptions) -> Result<Command<'_>, CommandError
     let path = after_keyword(arg, "FROM").ok_or(CommandError::Syntax("MAIL"))?;
     // Find the path's end first, allowing 8-bit text: SMTPUTF8 among the
     // parameters decides whether it may stay.
-    let (_, rest) = ReversePath::parse_prefix(path, opts.with_smtputf8(true))
+    let (from, rest) = ReversePath::parse_prefix(path, opts.with_smtputf8(true))
         .map_err(CommandError::BadSender)?;
     let mut params = MailParameters::default();
     for (name, value) in parameters(rest)? {
@@ -563,9 +563,14 @@ fn parse_mail(arg: &str, opts: ParseOptions) -> Result<Command<'_>, CommandError
             _ => return Err(unsupported(&full_word(name, value))),
         }
     }
-    let from = ReversePath::parse_prefix(path, opts.with_smtputf8(params.smtputf8))
-        .map_err(CommandError::BadSender)?
-        .0;
+    // Without SMTPUTF8, parse again as ASCII for the precise error.
+    let from = if params.smtputf8 || opts.smtputf8 || path.is_ascii() {
+        from
+    } else {
+        ReversePath::parse_prefix(path, opts)
+            .map_err(CommandError::BadSender)?
+            .0
+    };
     Ok(Command::Mail { from, params })
 }
 

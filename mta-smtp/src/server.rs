@@ -435,6 +435,24 @@ fn reply(code: u16, status: Option<(u16, u16)>, text: &str) -> Reply {
     build(code, status, text.to_string())
 }
 
+/// The replies of every transaction, built once: a pipelined transaction
+/// then costs no reply allocation.
+struct CommonReplies {
+    mail_ok: Reply,
+    rcpt_ok: Reply,
+    data_go: Reply,
+    ok: Reply,
+    bye: Reply,
+}
+
+static COMMON: std::sync::LazyLock<CommonReplies> = std::sync::LazyLock::new(|| CommonReplies {
+    mail_ok: reply(250, Some((1, 0)), "Ok"),
+    rcpt_ok: reply(250, Some((1, 5)), "Ok"),
+    data_go: reply(354, None, "End data with <CR><LF>.<CR><LF>"),
+    ok: reply(250, Some((0, 0)), "Ok"),
+    bye: reply(221, Some((0, 0)), "Bye"),
+});
+
 impl ServerSession {
     /// A new session for a client that just connected; the first event
     /// is [`Event::Connect`].
@@ -477,7 +495,10 @@ impl ServerSession {
     /// are held back by `smtpd_error_sleep_time`.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
         if self.hold_until.is_none() {
-            out.append(&mut self.output);
+            // Copied rather than moved: the session keeps its buffer's
+            // capacity for the next replies.
+            out.extend_from_slice(&self.output);
+            self.output.clear();
         }
     }
 
@@ -587,6 +608,18 @@ impl ServerSession {
     /// When no event awaits a decision: that is a bug in the caller.
     pub fn accept(&mut self, now: Instant) {
         let pending = self.pending.expect("accept() without a pending event");
+        let common = &*COMMON;
+        let fixed = match pending {
+            Pending::Mail => Some(&common.mail_ok),
+            Pending::Rcpt => Some(&common.rcpt_ok),
+            Pending::DataStart { .. } => Some(&common.data_go),
+            Pending::DataEnd if !self.config.lmtp => Some(&common.ok),
+            _ => None,
+        };
+        if let Some(r) = fixed {
+            self.respond_with(r, now);
+            return;
+        }
         let r = match pending {
             Pending::Connect => reply(220, None, &self.config.banner),
             Pending::Helo { extended } => {
@@ -624,6 +657,10 @@ impl ServerSession {
     ///
     /// When no event awaits a decision.
     pub fn respond(&mut self, reply: Reply, now: Instant) {
+        self.respond_with(&reply, now);
+    }
+
+    fn respond_with(&mut self, reply: &Reply, now: Instant) {
         let pending = self
             .pending
             .take()
@@ -676,6 +713,9 @@ impl ServerSession {
                 self.send_counted(&reply, ok, now);
                 if ok {
                     self.transaction.content_started = true;
+                    // One buffer for the message's first chunk, rather
+                    // than growing it line by line.
+                    self.content.reserve(CONTENT_CHUNK);
                     self.phase = Phase::Data(DataReader {
                         prev_crlf: true,
                         ..DataReader::default()
@@ -700,7 +740,7 @@ impl ServerSession {
             Pending::DataEnd if self.config.lmtp => {
                 // LMTP: the same answer for every recipient.
                 self.pending = Some(Pending::DataEnd);
-                let replies = vec![reply; self.transaction.recipients];
+                let replies = vec![reply.clone(); self.transaction.recipients];
                 self.respond_per_recipient(replies, now);
                 return;
             }
@@ -1125,14 +1165,14 @@ impl ServerSession {
                 self.junk_command(now);
                 self.reset_transaction();
                 self.events.push_back(Event::Rset);
-                self.send(&reply(250, Some((0, 0)), "Ok"), now);
+                self.send(&COMMON.ok, now);
             }
             Command::Noop => {
                 self.junk_command(now);
-                self.send(&reply(250, Some((0, 0)), "Ok"), now);
+                self.send(&COMMON.ok, now);
             }
             Command::Quit => {
-                self.send(&reply(221, Some((0, 0)), "Bye"), now);
+                self.send(&COMMON.bye, now);
                 self.events.push_back(Event::Quit);
                 self.phase = Phase::Closed;
                 self.deadline = None;
