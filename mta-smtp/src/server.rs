@@ -673,7 +673,7 @@ impl ServerSession {
         match pending {
             Pending::Connect => {
                 if !ok {
-                    self.send(&reply, now);
+                    self.send(reply, now);
                     if reply.code().get() / 100 == 4 {
                         self.close(Abort::Disconnected);
                     } else {
@@ -683,7 +683,7 @@ impl ServerSession {
                     self.sync_violation();
                     return;
                 } else {
-                    self.send(&reply, now);
+                    self.send(reply, now);
                 }
             }
             Pending::Helo { extended } => {
@@ -691,7 +691,7 @@ impl ServerSession {
                     self.helo = Some(extended);
                     self.reset_transaction();
                 }
-                self.send_counted(&reply, ok, now);
+                self.send_counted(reply, ok, now);
             }
             Pending::Mail => {
                 if ok {
@@ -701,16 +701,16 @@ impl ServerSession {
                     self.transaction.active = true;
                     self.transaction.body = body;
                 }
-                self.send_counted(&reply, ok, now);
+                self.send_counted(reply, ok, now);
             }
             Pending::Rcpt => {
                 if ok {
                     self.transaction.recipients += 1;
                 }
-                self.send_counted(&reply, ok, now);
+                self.send_counted(reply, ok, now);
             }
             Pending::DataStart { bdat: None } => {
-                self.send_counted(&reply, ok, now);
+                self.send_counted(reply, ok, now);
                 if ok {
                     self.transaction.content_started = true;
                     // One buffer for the message's first chunk, rather
@@ -750,17 +750,17 @@ impl ServerSession {
                     self.errors = 0;
                     self.junk = 0;
                 }
-                self.send_counted(&reply, ok, now);
+                self.send_counted(reply, ok, now);
                 self.reset_transaction();
             }
-            Pending::Vrfy | Pending::Etrn => self.send_counted(&reply, ok, now),
+            Pending::Vrfy | Pending::Etrn => self.send_counted(reply, ok, now),
             Pending::Auth => {
                 if reply.code().get() == 334 {
                     self.phase = Phase::AuthResponse;
-                    self.send(&reply, now);
+                    self.send(reply, now);
                 } else {
                     self.authenticated = ok;
-                    self.send_counted(&reply, ok, now);
+                    self.send_counted(reply, ok, now);
                 }
             }
             Pending::StartTls => {
@@ -771,12 +771,12 @@ impl ServerSession {
                     }
                     self.discarded_after_starttls += self.input.len();
                     self.input.clear();
-                    self.send(&reply, now);
+                    self.send(reply, now);
                     self.phase = Phase::Tls;
                     self.deadline = None;
                     return;
                 }
-                self.send_counted(&reply, ok, now);
+                self.send_counted(reply, ok, now);
             }
         }
         self.process(now);
