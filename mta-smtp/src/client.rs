@@ -180,6 +180,104 @@ impl ClientConfig {
             ..ClientConfig::new(helo_name)
         }
     }
+
+    /// The settings Postfix's `smtp` client (or, with `lmtp`, its `lmtp`
+    /// client, from the `lmtp_*` parameters) would take from `config`:
+    /// the HELO name, `smtp_skip_5xx_greeting`,
+    /// `smtp_tls_security_level` (`may` offers, `encrypt` and the
+    /// verifying levels require TLS; verification itself is the
+    /// transport's), `smtp_discard_ehlo_keywords` and the per-stage
+    /// timeouts.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the parameter, file and line for a value
+    /// of the wrong kind.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use mta_core::config::{Config, HostFacts};
+    /// use mta_smtp::client::{ClientConfig, TlsMode};
+    ///
+    /// let main_cf = "myhostname = mx.example.com\nsmtp_tls_security_level = may\n";
+    /// let config = Config::parse(main_cf, "main.cf", HostFacts::default()).unwrap();
+    /// let smtp = ClientConfig::from_config(&config, false).unwrap();
+    /// assert_eq!(smtp.helo_name, "mx.example.com");
+    /// assert_eq!(smtp.tls, TlsMode::Offer);
+    /// assert_eq!(smtp.timeouts.data_done.as_secs(), 600);
+    /// ```
+    pub fn from_config(
+        config: &mta_core::config::Config,
+        lmtp: bool,
+    ) -> Result<ClientConfig, mta_core::config::ConfigError> {
+        let p = if lmtp { "lmtp" } else { "smtp" };
+        let name = |suffix: &str| format!("{p}_{suffix}");
+        let helo_param = if lmtp {
+            "lmtp_lhlo_name"
+        } else {
+            "smtp_helo_name"
+        };
+        let level_name = name("tls_security_level");
+        let level = config.expanded(&level_name)?.trim().to_ascii_lowercase();
+        let tls = match level.as_str() {
+            "" => {
+                if config.boolean(&name("enforce_tls"))? {
+                    TlsMode::Require
+                } else if config.boolean(&name("use_tls"))? {
+                    TlsMode::Offer
+                } else {
+                    TlsMode::Never
+                }
+            }
+            "none" => TlsMode::Never,
+            "may" | "opportunistic" => TlsMode::Offer,
+            "encrypt" | "dane" | "dane-only" | "fingerprint" | "verify" | "secure" => {
+                TlsMode::Require
+            }
+            _ => {
+                return Err(config.bad_value(
+                    &level_name,
+                    &level,
+                    "expected none, may, encrypt, dane, dane-only, fingerprint, verify or secure",
+                ));
+            }
+        };
+        let discard = if lmtp {
+            "lmtp_discard_lhlo_keywords"
+        } else {
+            "smtp_discard_ehlo_keywords"
+        };
+        let time = |suffix: &str| config.time(&name(suffix));
+        Ok(ClientConfig {
+            helo_name: config.expanded(helo_param)?,
+            peer_name: "unknown".to_owned(),
+            lmtp,
+            // Postfix 3 has no smtp_skip_4xx_greeting: a 4xx greeting is
+            // always a reason to try the next server.
+            skip_4xx_greeting: true,
+            skip_5xx_greeting: config.boolean(&name("skip_5xx_greeting"))?,
+            tls,
+            use_pipelining: true,
+            use_chunking: true,
+            discard_ehlo_keywords: config
+                .list(discard)?
+                .into_iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect(),
+            timeouts: Timeouts {
+                helo: time(if lmtp { "lhlo_timeout" } else { "helo_timeout" })?,
+                mail: time("mail_timeout")?,
+                rcpt: time("rcpt_timeout")?,
+                data_init: time("data_init_timeout")?,
+                data_xfer: time("data_xfer_timeout")?,
+                data_done: time("data_done_timeout")?,
+                quit: time("quit_timeout")?,
+                starttls: time("starttls_timeout")?,
+                rset: time("rset_timeout")?,
+            },
+        })
+    }
 }
 
 /// What the server offered in its `EHLO`/`LHLO` reply, after

@@ -93,6 +93,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use mta_core::address::{MailAddress, ParseOptions, ReversePath};
+use mta_core::config::{Config, ConfigError};
 use mta_core::reply::{Reply, ReplyClass, sanitize_echo};
 
 use crate::command::{Body, Command, MailParameters, RcptParameters, build, parse_command};
@@ -199,6 +200,119 @@ impl ServerConfig {
             broken_sasl_auth_clients: false,
             chunking: true,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The settings a Postfix `smtpd` (or, with `lmtp`, an LMTP server)
+    /// would take from `config`: `main.cf` with the service's `-o`
+    /// overrides already applied ([`Config::with_overrides`]).
+    ///
+    /// STARTTLS is offered when `smtpd_tls_security_level` is `may` or
+    /// `encrypt` (or the obsolete `smtpd_use_tls`/`smtpd_enforce_tls` say
+    /// so); whether a certificate is there is the transport's business.
+    /// AUTH mechanisms are left empty: the SASL layer fills them in.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the parameter, its file and line, for a
+    /// value of the wrong kind (`smtpd_timeout = soon`,
+    /// `smtpd_forbid_bare_newline = maybe`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use mta_core::config::{Config, HostFacts};
+    /// use mta_smtp::server::{BareNewline, ServerConfig};
+    ///
+    /// let main_cf = "myhostname = mx.example.com\nsmtpd_helo_required = yes\n";
+    /// let config = Config::parse(main_cf, "main.cf", HostFacts::default()).unwrap();
+    /// let smtpd = ServerConfig::from_config(&config, false).unwrap();
+    /// assert_eq!(smtpd.banner, "mx.example.com ESMTP mtad");
+    /// assert!(smtpd.helo_required);
+    /// assert_eq!(smtpd.bare_newline, BareNewline::Normalize);
+    /// assert_eq!(smtpd.timeout.as_secs(), 300);
+    /// ```
+    ///
+    /// [`Config::with_overrides`]: mta_core::config::Config::with_overrides
+    pub fn from_config(config: &Config, lmtp: bool) -> Result<ServerConfig, ConfigError> {
+        let count = |name: &str| -> Result<u32, ConfigError> {
+            let n = config.integer(name)?;
+            u32::try_from(n.max(0)).map_err(|_| config.bad_value(name, &n.to_string(), "too large"))
+        };
+        let bare = config.expanded("smtpd_forbid_bare_newline")?;
+        let bare_newline = match bare.trim().to_ascii_lowercase().as_str() {
+            "normalize" | "yes" => BareNewline::Normalize,
+            "reject" => BareNewline::Reject,
+            "no" => BareNewline::Allow,
+            _ => {
+                return Err(config.bad_value(
+                    "smtpd_forbid_bare_newline",
+                    &bare,
+                    "expected normalize, yes, reject or no",
+                ));
+            }
+        };
+        let level = config
+            .expanded("smtpd_tls_security_level")?
+            .trim()
+            .to_ascii_lowercase();
+        let starttls = match level.as_str() {
+            "may" | "encrypt" => true,
+            "" | "none" => {
+                config.boolean("smtpd_use_tls")? || config.boolean("smtpd_enforce_tls")?
+            }
+            _ => {
+                return Err(config.bad_value(
+                    "smtpd_tls_security_level",
+                    &level,
+                    "expected none, may or encrypt",
+                ));
+            }
+        };
+        let size = config.integer("message_size_limit")?;
+        let reject_code = config.integer("smtpd_forbid_bare_newline_reject_code")?;
+        Ok(ServerConfig {
+            hostname: config.expanded("myhostname")?,
+            banner: config.expanded("smtpd_banner")?,
+            lmtp,
+            helo_required: config.boolean("smtpd_helo_required")?,
+            disable_vrfy: config.boolean("disable_vrfy_command")?,
+            recipient_limit: count("smtpd_recipient_limit")? as usize,
+            message_size_limit: u64::try_from(size.max(0)).unwrap_or(0),
+            error_sleep_time: config.time("smtpd_error_sleep_time")?,
+            soft_error_limit: count("smtpd_soft_error_limit")?,
+            hard_error_limit: count("smtpd_hard_error_limit")?,
+            junk_command_limit: count("smtpd_junk_command_limit")?,
+            timeout: config.time("smtpd_timeout")?,
+            forbid_unauth_pipelining: config.boolean("smtpd_forbid_unauth_pipelining")?,
+            bare_newline,
+            bare_newline_reject_code: u16::try_from(reject_code)
+                .ok()
+                .filter(|c| (400..600).contains(c))
+                .ok_or_else(|| {
+                    config.bad_value(
+                        "smtpd_forbid_bare_newline_reject_code",
+                        &reject_code.to_string(),
+                        "expected a 4xx or 5xx code",
+                    )
+                })?,
+            discard_ehlo_keywords: config
+                .list("smtpd_discard_ehlo_keywords")?
+                .into_iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect(),
+            line_length_limit: count("line_length_limit")? as usize,
+            envelope: ParseOptions::from_strict_rfc821_envelopes(
+                config.boolean("strict_rfc821_envelopes")?,
+            ),
+            smtputf8: config.boolean("smtputf8_enable")?,
+            starttls,
+            auth_mechanisms: Vec::new(),
+            auth_requires_tls: config.boolean("smtpd_tls_auth_only")?,
+            broken_sasl_auth_clients: config.boolean("broken_sasl_auth_clients")?,
+            chunking: true,
+        })
     }
 }
 
