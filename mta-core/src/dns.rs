@@ -71,6 +71,8 @@ pub enum RecordType {
     Txt,
     /// Reverse mapping of an address to a name (RFC 1035).
     Ptr,
+    /// Name server of a zone (RFC 1035), for `check_sender_ns_access`.
+    Ns,
 }
 
 impl fmt::Display for RecordType {
@@ -81,6 +83,7 @@ impl fmt::Display for RecordType {
             RecordType::Mx => "MX",
             RecordType::Txt => "TXT",
             RecordType::Ptr => "PTR",
+            RecordType::Ns => "NS",
         })
     }
 }
@@ -234,6 +237,9 @@ pub trait Resolver: Send + Sync {
     /// The names `address` maps back to (PTR records under `in-addr.arpa`
     /// or `ip6.arpa`), without trailing dot.
     fn lookup_ptr(&self, address: IpAddr) -> DnsFuture<'_, String>;
+
+    /// The name servers of `domain` (NS records), without trailing dot.
+    fn lookup_ns<'a>(&'a self, domain: &'a str) -> DnsFuture<'a, String>;
 }
 
 /// The labels of an address in reverse order, as DNSBL queries and PTR
@@ -432,6 +438,12 @@ mod stub {
             });
         }
 
+        /// Adds an NS record naming `server` for `domain`.
+        pub fn add_ns(&self, domain: &str, server: &str) {
+            let server = normalize(server);
+            self.with_entry(domain, RecordType::Ns, true, |e| e.text.push(server));
+        }
+
         /// Adds a PTR record mapping `address` to `host`.
         pub fn add_ptr(&self, address: IpAddr, host: &str) {
             let host = normalize(host);
@@ -527,6 +539,11 @@ mod stub {
 
         fn lookup_ptr(&self, address: IpAddr) -> DnsFuture<'_, String> {
             let answer = self.answer(&ptr_name(address), RecordType::Ptr, |e| e.text.clone());
+            Box::pin(std::future::ready(answer))
+        }
+
+        fn lookup_ns<'a>(&'a self, domain: &'a str) -> DnsFuture<'a, String> {
+            let answer = self.answer(domain, RecordType::Ns, |e| e.text.clone());
             Box::pin(std::future::ready(answer))
         }
     }
@@ -631,9 +648,16 @@ mod tests {
             .unwrap();
         assert!(MxRecord::is_null_mx(&null));
 
+        dns.add_ns("example.org", "NS1.Example.net.");
+        assert_eq!(
+            block_on(dns.lookup_ns("example.org")),
+            DnsAnswer::Found(vec!["ns1.example.net".to_owned()])
+        );
+        assert_eq!(block_on(dns.lookup_ns("example.com")), DnsAnswer::NoData);
+
         dns.remove_name("example.com");
         assert_eq!(block_on(dns.lookup_mx("example.com")), DnsAnswer::NxDomain);
-        assert_eq!(dns.queries().len(), 11);
+        assert_eq!(dns.queries().len(), 13);
         assert_eq!(dns.queries()[0], (RecordType::Mx, "EXAMPLE.com".to_owned()));
         assert_eq!(
             dns.queries()[7],

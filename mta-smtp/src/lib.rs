@@ -16,6 +16,9 @@
 //!   pipelined MAIL/RCPT/DATA or BDAT, dot-stuffing, a result per
 //!   recipient, Postfix's per-stage deadlines.
 //!
+//! - [`dns`] (feature `tokio`): `mta-core`'s DNS `Resolver` on
+//!   hickory-resolver.
+//!
 //! Replies and enhanced status codes are [`mta_core::reply`]'s.
 //!
 //! It does not decide policy: restrictions live in `mta-restrictions`,
@@ -23,4 +26,6 @@
 
 pub mod client;
 pub mod command;
+#[cfg(feature = "tokio")]
+pub mod dns;
 pub mod server;
