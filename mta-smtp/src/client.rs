@@ -191,7 +191,7 @@ impl ClientConfig {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the parameter, file and line for a value
+    /// A [`ConfigError`](mta_core::config::ConfigError) naming the parameter, file and line for a value
     /// of the wrong kind.
     ///
     /// # Example
