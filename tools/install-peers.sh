@@ -5,14 +5,17 @@
 # apt would remove Postfix, the tests' oracle.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
+# Beyond the shared list: the Perl TLS modules that `swaks --tls` needs
+# (mta-smtp's STARTTLS interop test).
+extra="libnet-ssleay-perl libio-socket-ssl-perl"
 shared="$here/../../shared/tools/install-test-peers.sh"
 if [ -x "$shared" ]; then
-  exec sh "$shared" "$@"
+  exec sh "$shared" $extra "$@"
 fi
 export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 need=""
-for p in postfix postfix-pcre postfix-doc dovecot-imapd dovecot-lmtpd procmail swaks bc "$@"; do
+for p in postfix postfix-pcre postfix-doc dovecot-imapd dovecot-lmtpd procmail swaks bc $extra "$@"; do
   dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then

@@ -16,6 +16,11 @@
 //!   pipelined MAIL/RCPT/DATA or BDAT, dot-stuffing, a result per
 //!   recipient, Postfix's per-stage deadlines.
 //!
+//! - [`transport`] (feature `tokio`, on by default): the part that moves
+//!   bytes: per-connection driving of a server session with the caller's
+//!   [`transport::SessionHandler`], STARTTLS and wrapper-mode TLS with
+//!   tokio-rustls, the listener with global and per-client connection
+//!   limits, graceful shutdown.
 //! - [`dns`] (feature `tokio`): `mta-core`'s DNS `Resolver` on
 //!   hickory-resolver.
 //!
@@ -29,3 +34,5 @@ pub mod command;
 #[cfg(feature = "tokio")]
 pub mod dns;
 pub mod server;
+#[cfg(feature = "tokio")]
+pub mod transport;

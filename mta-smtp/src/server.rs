@@ -600,6 +600,15 @@ impl ServerSession {
         }
     }
 
+    /// A new session on a connection that is TLS from its first byte
+    /// (wrapper mode, port 465): STARTTLS is never offered, and AUTH
+    /// counts as over TLS.
+    pub fn new_tls(config: impl Into<std::sync::Arc<ServerConfig>>, now: Instant) -> ServerSession {
+        let mut session = ServerSession::new(config, now);
+        session.tls = true;
+        session
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
