@@ -1,14 +1,46 @@
-//! The durable mail queue of the mta toolkit: cleanup, scheduler, bounces.
+//! The durable mail queue of the mta toolkit.
 //!
-//! **Status: not yet built.** This crate will hold the queue layout under
-//! `queue_directory` (`maildrop`, `incoming`, `active`, `deferred`, `hold`,
-//! `corrupt`, defer and bounce logs), a versioned queue-file format of
-//! typed records that is marked complete only at its end, group-committed
-//! fsyncs, crash recovery, cleanup (the one way into the queue, with header
-//! fixes, `Received:`, rewriting and content checks), the scheduler (active
-//! queue limits, per-destination concurrency, backoff, lifetimes) that
-//! drives delivery agents through the core delivery-agent trait, and RFC
-//! 3464 delivery status notifications. The administration operations behind
-//! `postqueue`, `postsuper` and `postcat` will live here too.
+//! What is here so far:
+//! - [`file`](mod@file): the queue file format, versioned typed records that are
+//!   complete only at their checksummed end record, with recipients
+//!   marked done in place; the reader every other part trusts.
+//! - [`store`]: the queue directories under `queue_directory`, the
+//!   group commit that makes files durable off the async runtime, moves
+//!   between queues, and recovery after a crash.
 //!
-//! It will not deliver mail itself: agents in `mta-delivery` do.
+//! Still to come (see the README's status): cleanup (the one way into
+//! the queue), the scheduler, bounce and delay notices, and the
+//! administration operations behind `postqueue`, `postsuper` and
+//! `postcat`. It will not deliver mail itself: agents in `mta-delivery`
+//! do.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use mta_core::queue_id::QueueId;
+//! use mta_queue::file::{Envelope, QueueFile, Recipient};
+//! use mta_queue::store::{Committer, Queue, QueueName};
+//!
+//! let root = std::env::temp_dir().join(format!("queue-doc-{}", std::process::id()));
+//! let queue = Queue::open(&root)?;
+//! let committer = Committer::start(2)?;
+//! let id = QueueId::from_parts(1_700_000_000, 0, 1);
+//! let envelope = Envelope {
+//!     arrival: Duration::from_secs(1_700_000_000),
+//!     sender: "alice@example.org".into(),
+//!     attributes: vec![],
+//!     recipients: vec![Recipient::new("bob@example.com")],
+//! };
+//! let mut writer = queue.create(&id, &envelope)?;
+//! writer.write_content(b"Subject: hi\r\n\r\nhello\r\n")?;
+//! // Only once this returns may the client be told "250 ... queued".
+//! committer.commit(writer.finish()?, &queue.dir(QueueName::Incoming)).wait()?;
+//! let message = QueueFile::read(&queue.path(QueueName::Incoming, &id)).unwrap();
+//! assert_eq!(message.envelope.recipients[0].address, "bob@example.com");
+//! # std::fs::remove_dir_all(&root)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+pub mod file;
+pub mod store;
