@@ -304,11 +304,19 @@ fn mime_processing_off_and_nesting_limit() {
     assert!(got[1..].iter().all(|(k, _)| *k == B), "{got:?}");
 }
 
-/// The reference site's tables (examples/small-office), read as written.
-fn reference_tables(mime_from_body: bool) -> ContentTables {
-    let dir = std::path::Path::new("/work/main/examples/small-office");
-    let header =
+/// The reference site's tables (examples/small-office), read as written;
+/// with `seed_only`, header_checks without the attachment rule the
+/// example adds after the seed's rules.
+fn reference_tables(mime_from_body: bool, seed_only: bool) -> ContentTables {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/small-office");
+    let mut header =
         std::fs::read_to_string(dir.join("header_checks")).expect("reference header_checks");
+    if seed_only {
+        let cut = header
+            .find("# The seed puts")
+            .expect("the example's own rule is marked");
+        header.truncate(cut);
+    }
     let body = std::fs::read_to_string(dir.join("body_checks")).expect("reference body_checks");
     let header = table(&header);
     let body = table(&body);
@@ -330,7 +338,7 @@ const EXE_FOLDED_NAME: &str = "Subject: report\nMIME-Version: 1.0\nContent-Type:
 
 #[test]
 fn reference_site_header_checks() {
-    let tables = reference_tables(false);
+    let tables = reference_tables(false, false);
     let (_, v) = run(
         &tables,
         ContentLimits::default(),
@@ -369,7 +377,7 @@ fn reference_site_header_checks() {
 
 #[test]
 fn reference_site_body_checks_see_body_lines_not_mime_headers() {
-    let tables = reference_tables(false);
+    let tables = reference_tables(false, true);
     // As in Postfix 3.7: with MIME processing on, the part headers go to
     // mime_header_checks (= header_checks here), never to body_checks, so
     // the attachment rule written in body_checks does not fire.
@@ -401,9 +409,28 @@ fn reference_site_body_checks_see_body_lines_not_mime_headers() {
     );
 }
 
+/// The example's own header_checks rule stops MIME attachments, folded
+/// or not, which the seed's body_checks rule cannot.
+#[test]
+fn reference_site_rejects_banned_mime_attachments() {
+    let tables = reference_tables(false, false);
+    for m in [EXE_ATTACHMENT, EXE_FOLDED_NAME] {
+        let (_, v) = run(&tables, ContentLimits::default(), m);
+        assert_eq!(
+            v.reply().unwrap().unwrap().to_string(),
+            "550 5.7.1 Mail contains banned attachment",
+            "{m}"
+        );
+    }
+    // An allowed attachment passes.
+    let pdf = EXE_ATTACHMENT.replace("x.exe", "x.pdf");
+    let (_, v) = run(&tables, ContentLimits::default(), &pdf);
+    assert!(v.reject.is_none(), "{v:?}");
+}
+
 #[test]
 fn attachment_rule_as_mime_header_check_catches_folded_names() {
-    let tables = reference_tables(true);
+    let tables = reference_tables(true, true);
     let (_, v) = run(&tables, ContentLimits::default(), EXE_ATTACHMENT);
     assert_eq!(
         v.reject.as_ref().unwrap().text,
