@@ -798,16 +798,40 @@ thread_local! {
 
 /// Splits a list value on commas and white space, as Postfix does.
 ///
+/// A `{` opens a group that runs to its matching `}` whatever it holds,
+/// as Postfix 3's list parser allows: `inline:{ a=b, c=d }` stays one
+/// entry. An unclosed group runs to the end of the value.
+///
 /// # Example
 /// ```
 /// assert_eq!(mta_core::config::split_list("a, b\tc,,d"), ["a", "b", "c", "d"]);
 /// ```
 pub fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0usize;
+    for c in value.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                current.push(c);
+            }
+            '}' if depth > 0 => {
+                depth -= 1;
+                current.push(c);
+            }
+            c if depth == 0 && (c == ',' || c.is_whitespace()) => {
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 /// Whether `entry` has the `type:name` shape of a table reference.
@@ -823,6 +847,20 @@ pub fn is_table_reference(entry: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_keep_brace_groups_whole() {
+        assert_eq!(
+            split_list("check_sender_access inline:{ a@b=REJECT, c@d=OK },permit"),
+            [
+                "check_sender_access",
+                "inline:{ a@b=REJECT, c@d=OK }",
+                "permit"
+            ]
+        );
+        assert_eq!(split_list(" a, b\tc "), ["a", "b", "c"]);
+        assert_eq!(split_list("x {unclosed, y"), ["x", "{unclosed, y"]);
+    }
 
     fn facts() -> HostFacts {
         HostFacts {
