@@ -8,8 +8,12 @@
 //!   group commit that makes files durable off the async runtime, moves
 //!   between queues, and recovery after a crash.
 //!
-//! Still to come (see the README's status): cleanup (the one way into
-//! the queue), the scheduler, bounce and delay notices, and the
+//! - [`cleanup`]: the one way into the queue: queue IDs, content checks
+//!   applied as the content streams in, the file written and committed
+//!   (address rewriting and the header fixes for local submissions are
+//!   still to come).
+//!
+//! Still to come (see the README's status): the scheduler, bounce and delay notices, and the
 //! administration operations behind `postqueue`, `postsuper` and
 //! `postcat`. It will not deliver mail itself: agents in `mta-delivery`
 //! do.
@@ -42,5 +46,6 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod cleanup;
 pub mod file;
 pub mod store;

@@ -276,6 +276,11 @@ pub struct Commit {
 }
 
 impl Commit {
+    /// A commit that completes with whatever `done` is sent.
+    pub(crate) fn ready(done: tokio::sync::oneshot::Receiver<io::Result<()>>) -> Commit {
+        Commit { done }
+    }
+
     /// Waits on this thread until the file is durable.
     ///
     /// # Errors

@@ -456,11 +456,47 @@ impl ContentVerdict {
 /// pieces, take the verdict at the end.
 #[derive(Debug)]
 pub struct ContentFilter<'t> {
-    tables: &'t ContentTables,
+    tables: Tables<'t>,
     context: MessageContext,
     classifier: Classifier,
     verdict: ContentVerdict,
     inspecting: bool,
+}
+
+/// The tables a filter uses: borrowed, or shared with the caller (a
+/// filter that must live as long as an SMTP session's state does).
+#[derive(Debug)]
+enum Tables<'t> {
+    Borrowed(&'t ContentTables),
+    Shared(std::sync::Arc<ContentTables>),
+}
+
+impl Tables<'_> {
+    fn get(&self) -> &ContentTables {
+        match self {
+            Tables::Borrowed(t) => t,
+            Tables::Shared(t) => t,
+        }
+    }
+}
+
+impl ContentFilter<'static> {
+    /// [`new`](ContentFilter::new) with tables shared through an `Arc`,
+    /// for a filter kept in a long-lived state (a queue writer held by an
+    /// SMTP session).
+    pub fn shared(
+        tables: std::sync::Arc<ContentTables>,
+        limits: ContentLimits,
+        context: MessageContext,
+    ) -> ContentFilter<'static> {
+        ContentFilter {
+            tables: Tables::Shared(tables),
+            context,
+            classifier: Classifier::new(limits),
+            verdict: ContentVerdict::default(),
+            inspecting: true,
+        }
+    }
 }
 
 impl<'t> ContentFilter<'t> {
@@ -472,7 +508,7 @@ impl<'t> ContentFilter<'t> {
         context: MessageContext,
     ) -> ContentFilter<'t> {
         ContentFilter {
-            tables,
+            tables: Tables::Borrowed(tables),
             context,
             classifier: Classifier::new(limits),
             verdict: ContentVerdict::default(),
@@ -507,6 +543,7 @@ impl<'t> ContentFilter<'t> {
             verdict,
             inspecting,
         } = self;
+        let tables = tables.get();
         classifier.feed(chunk, &mut |event| {
             inspect(tables, context, verdict, inspecting, event, sink)
         });
@@ -533,6 +570,7 @@ impl<'t> ContentFilter<'t> {
             verdict,
             inspecting,
         } = &mut self;
+        let tables = tables.get();
         classifier.finish(&mut |event| inspect(tables, context, verdict, inspecting, event, sink));
         self.verdict.truncated_headers = self.classifier.truncated_headers;
         self.verdict.nesting_exceeded = self.classifier.nesting_exceeded;

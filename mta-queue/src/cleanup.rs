@@ -1,0 +1,419 @@
+//! Cleanup: the one way into the queue.
+//!
+//! A [`Cleanup`] takes a message as it arrives (the envelope first, then
+//! the content in pieces, as an SMTP session receives it), gives it its
+//! queue ID, passes the content through the content checks
+//! (`header_checks`, `mime_header_checks`, `nested_header_checks`,
+//! `body_checks`: lines kept, removed or replaced as they say, lines
+//! prepended), writes the queue file in `incoming`, and hands it to the
+//! [`Committer`]. The caller answers the client only once the commit is
+//! done.
+//!
+//! What it does today, as Postfix's `cleanup(8)` does:
+//! - header lines the caller prepends (the `Received:` header smtpd
+//!   writes) go through `header_checks` like the message's own;
+//! - `REJECT` removes the file and gives the reply; `DISCARD` accepts
+//!   and removes it; `HOLD` is reported so the caller moves the message
+//!   to `hold` once it is durable;
+//! - a table that cannot answer gives a temporary failure (`451`).
+//!
+//! Not yet (issue 6): the header fixes for local submissions
+//! (`Message-ID:`, `Date:`, `From:`), `Return-Path:` removal, address
+//! rewriting (`canonical_maps`, masquerading, `virtual_alias_maps`
+//! expansion), the `REDIRECT`, `FILTER` and `BCC` actions (reported in
+//! the verdict, not applied), `hopcount_limit`, `queue_minfree`.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mta_core::queue_id::{QueueId, QueueIdGenerator};
+use mta_core::reply::Reply;
+use mta_restrictions::content::{
+    ContentFilter, ContentLimits, ContentTables, ContentVerdict, MessageContext, Piece,
+};
+
+use crate::file::{Envelope, QueueFileWriter, Recipient};
+use crate::store::{Commit, Committer, Queue, QueueName};
+
+/// The entry into the queue, shared by every session.
+#[derive(Debug)]
+pub struct Cleanup {
+    queue: Queue,
+    committer: Committer,
+    tables: Arc<ContentTables>,
+    limits: ContentLimits,
+    ids: Mutex<QueueIdGenerator>,
+    uniquifier: AtomicU64,
+}
+
+/// A message about to be written.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// When it arrived, since the Unix epoch (also the queue ID's time).
+    pub arrival: Duration,
+    /// The envelope sender (empty for `<>`).
+    pub sender: String,
+    /// The recipients.
+    pub recipients: Vec<Recipient>,
+    /// Attributes kept with the message (`client_address`, `helo_name`...).
+    pub attributes: Vec<(String, String)>,
+    /// Who sent it, for the content checks' log lines.
+    pub context: MessageContext,
+    /// Header lines to put first, each without line end and with its
+    /// continuation lines joined by CR LF and a tab (the `Received:`
+    /// header).
+    pub prepend: Vec<String>,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CleanupError {
+    /// The content checks refused it; the reply says how.
+    #[error("rejected: {0}")]
+    Rejected(Reply),
+    /// Writing or committing failed: the client gets a temporary error
+    /// (`451 4.3.0 Error: queue file write error`).
+    #[error("queue file write error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl CleanupError {
+    /// The reply for the client.
+    pub fn reply(&self) -> Reply {
+        match self {
+            CleanupError::Rejected(r) => r.clone(),
+            CleanupError::Io(_) => write_error_reply(),
+        }
+    }
+}
+
+fn write_error_reply() -> Reply {
+    let wire = b"451 4.3.0 Error: queue file write error\r\n";
+    match mta_core::reply::parse_reply(wire) {
+        Ok(mta_core::reply::ParseStatus::Complete(v, _)) => v.to_reply(),
+        _ => unreachable!("a fixed, valid reply"),
+    }
+}
+
+/// A message being written.
+#[derive(Debug)]
+pub struct CleanupMessage {
+    id: QueueId,
+    queue: Queue,
+    committer: Committer,
+    writer: Option<QueueFileWriter>,
+    filter: ContentFilter<'static>,
+    buffer: Vec<u8>,
+    error: Option<io::Error>,
+}
+
+/// A message that is written and being committed.
+#[derive(Debug)]
+pub struct Queued {
+    /// Its queue ID.
+    pub id: QueueId,
+    /// The content size written.
+    pub size: u64,
+    /// Completes when the file is durable: only then may the client be
+    /// told it was queued.
+    pub commit: Commit,
+    /// `HOLD` was asked for: move the message to `hold` once durable.
+    pub hold: bool,
+    /// `DISCARD` was asked for: the message is accepted and already
+    /// removed (`commit` completes at once).
+    pub discarded: bool,
+    /// The content checks' verdict, with the log lines they produced.
+    pub verdict: ContentVerdict,
+}
+
+impl Cleanup {
+    /// A cleanup writing into `queue`, committing through `committer`,
+    /// checking content with `tables`.
+    pub fn new(
+        queue: Queue,
+        committer: Committer,
+        tables: Arc<ContentTables>,
+        limits: ContentLimits,
+    ) -> Cleanup {
+        Cleanup {
+            queue,
+            committer,
+            tables,
+            limits,
+            ids: Mutex::new(QueueIdGenerator::new()),
+            uniquifier: AtomicU64::new(u64::from(std::process::id())),
+        }
+    }
+
+    /// The queue it writes to.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Starts a message: gives it its queue ID and writes its envelope.
+    /// The file is written in `incoming` with ordinary (non-syncing)
+    /// writes; only the commit syncs.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be created or written.
+    pub fn begin(&self, submission: Submission) -> io::Result<CleanupMessage> {
+        let id = {
+            let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+            ids.next(
+                submission.arrival,
+                self.uniquifier.fetch_add(1, Ordering::Relaxed),
+            )
+        };
+        let envelope = Envelope {
+            arrival: submission.arrival,
+            sender: submission.sender,
+            attributes: submission.attributes,
+            recipients: submission.recipients,
+        };
+        let writer = self.queue.create(&id, &envelope)?;
+        let mut context = submission.context;
+        context.queue_id = Some(id.as_str().to_string());
+        let mut message = CleanupMessage {
+            id,
+            queue: self.queue.clone(),
+            committer: self.committer.clone(),
+            writer: Some(writer),
+            filter: ContentFilter::shared(Arc::clone(&self.tables), self.limits, context),
+            buffer: Vec::new(),
+            error: None,
+        };
+        for line in &submission.prepend {
+            message.write(line.as_bytes());
+            message.write(b"\r\n");
+        }
+        Ok(message)
+    }
+}
+
+impl CleanupMessage {
+    /// The message's queue ID.
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// Adds content (CR LF line ends; any piece boundaries).
+    pub fn write(&mut self, chunk: &[u8]) {
+        let buffer = &mut self.buffer;
+        let mut sink = |p: Piece<'_>| p.write_to(buffer);
+        self.filter.feed(chunk, &mut sink);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if self.buffer.is_empty() || self.error.is_some() {
+            self.buffer.clear();
+            return;
+        }
+        if let Some(w) = self.writer.as_mut()
+            && let Err(e) = w.write_content(&self.buffer)
+        {
+            self.error = Some(e);
+        }
+        self.buffer.clear();
+    }
+
+    /// Ends the content: writes the end of the file and starts the
+    /// commit, or removes the file when the message is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`CleanupError::Rejected`] when the content checks refused the
+    /// message; [`CleanupError::Io`] when writing failed (a temporary
+    /// error for the client). The file is gone in both cases.
+    pub fn finish(mut self) -> Result<Queued, CleanupError> {
+        let buffer = &mut self.buffer;
+        let mut sink = |p: Piece<'_>| p.write_to(buffer);
+        let filter = std::mem::replace(
+            &mut self.filter,
+            ContentFilter::shared(
+                Arc::new(ContentTables::default()),
+                ContentLimits::default(),
+                MessageContext::default(),
+            ),
+        );
+        let verdict = filter.finish(&mut sink);
+        self.flush();
+        if let Some(reply) = verdict.reply() {
+            self.remove();
+            let reply = reply.unwrap_or_else(|_| write_error_reply());
+            return Err(CleanupError::Rejected(reply));
+        }
+        if let Some(e) = self.error.take() {
+            self.remove();
+            return Err(CleanupError::Io(e));
+        }
+        let writer = self.writer.take().expect("finish once");
+        let size = writer.content_size();
+        let file = match writer.finish() {
+            Ok(f) => f,
+            Err(e) => {
+                self.remove();
+                return Err(CleanupError::Io(e));
+            }
+        };
+        if verdict.discard {
+            drop(file);
+            self.remove();
+            let (done, wait) = tokio::sync::oneshot::channel();
+            let _ = done.send(Ok(()));
+            return Ok(Queued {
+                id: self.id.clone(),
+                size,
+                commit: Commit::ready(wait),
+                hold: false,
+                discarded: true,
+                verdict,
+            });
+        }
+        let commit = self
+            .committer
+            .commit(file, &self.queue.dir(QueueName::Incoming));
+        Ok(Queued {
+            id: self.id.clone(),
+            size,
+            commit,
+            hold: verdict.hold,
+            discarded: false,
+            verdict,
+        })
+    }
+
+    /// Gives the message up (the client went away, or the session
+    /// refused it): the file is removed.
+    pub fn abort(mut self) {
+        self.remove();
+    }
+
+    fn remove(&mut self) {
+        self.writer = None;
+        let _ = std::fs::remove_file(self.queue.path(QueueName::Incoming, &self.id));
+    }
+}
+
+impl Drop for CleanupMessage {
+    fn drop(&mut self) {
+        // A message neither finished nor aborted leaves no half file.
+        if self.writer.is_some() {
+            self.remove();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::QueueFile;
+    use mta_maps::list::MapList;
+    use mta_maps::regexp::RegexpTable;
+
+    fn setup(name: &str, header_checks: &str) -> (Cleanup, std::path::PathBuf) {
+        let root = std::env::temp_dir().join(format!("mta-cleanup-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let queue = Queue::open(&root).unwrap();
+        let (table, warnings) = RegexpTable::parse(header_checks, "regexp:header_checks");
+        assert!(warnings.is_empty());
+        let list = MapList::new(vec![Arc::new(table)]);
+        let tables = ContentTables {
+            header: list.clone(),
+            mime_header: list.clone(),
+            nested_header: list,
+            body: MapList::new(vec![]),
+        };
+        let cleanup = Cleanup::new(
+            queue,
+            Committer::start(1).unwrap(),
+            Arc::new(tables),
+            ContentLimits::default(),
+        );
+        (cleanup, root)
+    }
+
+    fn submission() -> Submission {
+        Submission {
+            arrival: Duration::from_secs(1_700_000_000),
+            sender: "a@example.org".into(),
+            recipients: vec![Recipient::new("b@example.com")],
+            attributes: vec![("client_address".into(), "192.0.2.1".into())],
+            context: MessageContext::default(),
+            prepend: vec!["Received: from x (unknown [192.0.2.1])\r\n\tby mx with ESMTP".into()],
+        }
+    }
+
+    const RULES: &str = "/^Subject: reject me/ REJECT go away\n/^Subject: drop me/ DISCARD\n/^Subject: hold me/ HOLD\n/^X-Secret:/ IGNORE\n";
+
+    #[test]
+    fn accepted_messages_are_queued_with_their_header_changes() {
+        let (cleanup, root) = setup("ok", RULES);
+        let mut m = cleanup.begin(submission()).unwrap();
+        m.write(b"Subject: hi\r\nX-Secret: 42\r\n");
+        m.write(b"\r\nbody\r\n");
+        let q = m.finish().unwrap();
+        q.commit.wait().unwrap();
+        assert!(!q.hold && !q.discarded);
+        let file = QueueFile::read(&cleanup.queue().path(QueueName::Incoming, &q.id)).unwrap();
+        assert_eq!(
+            String::from_utf8(file.content).unwrap(),
+            "Received: from x (unknown [192.0.2.1])\r\n\tby mx with ESMTP\r\nSubject: hi\r\n\r\nbody\r\n"
+        );
+        assert_eq!(file.envelope.attribute("client_address"), Some("192.0.2.1"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn reject_discard_and_hold() {
+        let (cleanup, root) = setup("actions", RULES);
+        let mut m = cleanup.begin(submission()).unwrap();
+        let id = m.id().clone();
+        m.write(b"Subject: reject me\r\n\r\nx\r\n");
+        let err = m.finish().unwrap_err();
+        assert_eq!(err.reply().to_string(), "550 5.7.1 go away");
+        assert!(!cleanup.queue().path(QueueName::Incoming, &id).exists());
+
+        let mut m = cleanup.begin(submission()).unwrap();
+        m.write(b"Subject: drop me\r\n\r\nx\r\n");
+        let q = m.finish().unwrap();
+        assert!(q.discarded);
+        q.commit.wait().unwrap();
+        assert!(!cleanup.queue().path(QueueName::Incoming, &q.id).exists());
+
+        let mut m = cleanup.begin(submission()).unwrap();
+        m.write(b"Subject: hold me\r\n\r\nx\r\n");
+        let q = m.finish().unwrap();
+        assert!(q.hold);
+        q.commit.wait().unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn abandoned_messages_leave_no_file() {
+        let (cleanup, root) = setup("abort", RULES);
+        let m = cleanup.begin(submission()).unwrap();
+        let id = m.id().clone();
+        assert!(cleanup.queue().path(QueueName::Incoming, &id).exists());
+        m.abort();
+        assert!(!cleanup.queue().path(QueueName::Incoming, &id).exists());
+        let mut m = cleanup.begin(submission()).unwrap();
+        let id = m.id().clone();
+        m.write(b"Subject: x\r\n");
+        drop(m);
+        assert!(!cleanup.queue().path(QueueName::Incoming, &id).exists());
+        assert!(
+            cleanup
+                .queue()
+                .list(QueueName::Incoming)
+                .unwrap()
+                .is_empty()
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
