@@ -267,7 +267,7 @@ impl CleanupMessage {
             let (done, wait) = tokio::sync::oneshot::channel();
             let _ = done.send(Ok(()));
             return Ok(Queued {
-                id: self.id.clone(),
+                id: self.id,
                 size,
                 commit: Commit::ready(wait),
                 hold: false,
@@ -279,7 +279,7 @@ impl CleanupMessage {
             .committer
             .commit(file, &self.queue.dir(QueueName::Incoming));
         Ok(Queued {
-            id: self.id.clone(),
+            id: self.id,
             size,
             commit,
             hold: verdict.hold,
@@ -373,7 +373,7 @@ mod tests {
     fn reject_discard_and_hold() {
         let (cleanup, root) = setup("actions", RULES);
         let mut m = cleanup.begin(submission()).unwrap();
-        let id = m.id().clone();
+        let id = *m.id();
         m.write(b"Subject: reject me\r\n\r\nx\r\n");
         let err = m.finish().unwrap_err();
         assert_eq!(err.reply().to_string(), "550 5.7.1 go away");
@@ -398,12 +398,12 @@ mod tests {
     fn abandoned_messages_leave_no_file() {
         let (cleanup, root) = setup("abort", RULES);
         let m = cleanup.begin(submission()).unwrap();
-        let id = m.id().clone();
+        let id = *m.id();
         assert!(cleanup.queue().path(QueueName::Incoming, &id).exists());
         m.abort();
         assert!(!cleanup.queue().path(QueueName::Incoming, &id).exists());
         let mut m = cleanup.begin(submission()).unwrap();
-        let id = m.id().clone();
+        let id = *m.id();
         m.write(b"Subject: x\r\n");
         drop(m);
         assert!(!cleanup.queue().path(QueueName::Incoming, &id).exists());
