@@ -21,6 +21,10 @@
 //!   [`transport::SessionHandler`], STARTTLS and wrapper-mode TLS with
 //!   tokio-rustls, the listener with global and per-client connection
 //!   limits, graceful shutdown.
+//! - [`connector`] (feature `tokio`): the client side's bytes: connect
+//!   with `smtp_connect_timeout`, STARTTLS with tokio-rustls (plaintext
+//!   retry under `may`, as Postfix), transactions streamed from any
+//!   reader, connection reuse, Postfix's failure wording.
 //! - [`dns`] (feature `tokio`): `mta-core`'s DNS `Resolver` on
 //!   hickory-resolver.
 //!
@@ -31,6 +35,8 @@
 
 pub mod client;
 pub mod command;
+#[cfg(feature = "tokio")]
+pub mod connector;
 #[cfg(feature = "tokio")]
 pub mod dns;
 pub mod server;
