@@ -5,10 +5,13 @@
 //! Postfix's tools are subcommands (`mtad postconf ...`), or the binary
 //! invoked through a link named after the tool (`postconf ...`).
 
+mod daemon;
 mod host;
+mod log;
 mod master;
 mod postconf;
 mod postmap;
+mod smtpd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -216,19 +219,22 @@ fn check(flag: Option<PathBuf>) -> Result<postconf::Loaded, Fatal> {
     }
 }
 
-/// `mtad -c DIR`: the mail system in the foreground. Until the service
-/// crates land, this reads and checks the configuration, says which
-/// services it would start, and stops with an error saying so.
+/// `mtad -c DIR`: the mail system in the foreground. Today that is the
+/// receiving half: every `master.cf` `inet` service running `smtpd`
+/// listens, asks the restrictions, and queues accepted mail durably
+/// through cleanup. The other services are listed as not started yet.
 fn run_daemon(flag: Option<PathBuf>) -> Result<(), Fatal> {
-    let (dir, _) = config_dir(flag.clone());
-    let loaded = check(flag)?;
-    let master = loaded.master_text.as_deref().unwrap_or("");
-    for line in master::describe(master, &dir.join("master.cf").display().to_string())? {
-        eprintln!("mtad: info: {line}");
-    }
-    Err(Fatal(
-        "the mail services are not built yet (see README.md, Status): configuration checked, \
-         nothing started"
-            .to_string(),
-    ))
+    let (dir, explicit) = config_dir(flag.clone());
+    // Absolute, so that paths built from ${config_directory} stay right
+    // whatever the working directory of a service.
+    let dir = std::fs::canonicalize(&dir)
+        .map_err(|e| Fatal(format!("{}: {}", dir.display(), io_reason(&e))))?;
+    let loaded = check(explicit.then(|| dir.clone()))?;
+    let master_text = loaded.master_text.clone().unwrap_or_default();
+    let master_path = dir.join("master.cf").display().to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fatal(format!("start the runtime: {e}")))?;
+    runtime.block_on(daemon::run(&dir, loaded.config, &master_text, &master_path))
 }

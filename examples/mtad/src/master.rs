@@ -54,20 +54,3 @@ pub(crate) fn render(
         String::new()
     })
 }
-
-/// One line per service for the daemon's start-up log.
-pub(crate) fn describe(text: &str, path: &str) -> Result<Vec<String>, Fatal> {
-    let master = parse(text, path)?;
-    Ok(master
-        .effective_services()
-        .map(|s| {
-            format!(
-                "{path}, line {}: service {}/{} ({}): not started, mtad's services are not built yet",
-                s.line(),
-                s.name(),
-                s.service_type(),
-                s.command().program()
-            )
-        })
-        .collect())
-}

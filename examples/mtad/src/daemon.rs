@@ -1,0 +1,182 @@
+//! The mail system in the foreground: opens the queue (recovering it),
+//! starts each `smtpd` service of `master.cf`, and runs until SIGINT or
+//! SIGTERM, then shuts the listeners down gracefully.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mta_core::config::Config;
+use mta_core::config::master_cf::MasterCf;
+use mta_core::dns::Resolver;
+use mta_maps::registry::{OpenContext, Registry};
+use mta_queue::cleanup::Cleanup;
+use mta_queue::store::{Committer, Queue};
+use mta_restrictions::content::{ContentLimits, ContentTables};
+use mta_restrictions::restriction::Restrictions;
+use mta_smtp::dns::HickoryResolver;
+use mta_smtp::server::ServerConfig;
+use mta_smtp::transport::{ConnectionLimits, Server, TransportConfig};
+
+use crate::Fatal;
+use crate::log::Log;
+use crate::smtpd::{Service, Session, listen_address};
+
+fn fatal(what: impl std::fmt::Display) -> Fatal {
+    Fatal(what.to_string())
+}
+
+fn content_limits(config: &Config) -> Result<ContentLimits, Fatal> {
+    let size = |name: &str| -> Result<usize, Fatal> {
+        Ok(usize::try_from(config.integer(name).map_err(fatal)?.max(0)).unwrap_or(usize::MAX))
+    };
+    Ok(ContentLimits {
+        header_size_limit: size("header_size_limit")?,
+        line_length_limit: size("line_length_limit")?.max(1),
+        body_checks_size_limit: size("body_checks_size_limit")?,
+        mime_nesting_limit: size("mime_nesting_limit")?,
+        disable_mime_input_processing: config
+            .boolean("disable_mime_input_processing")
+            .map_err(fatal)?,
+    })
+}
+
+/// Runs the services of `config` and `master_text` until a signal.
+pub(crate) async fn run(
+    dir: &Path,
+    config: Config,
+    master_text: &str,
+    master_path: &str,
+) -> Result<(), Fatal> {
+    let (master, _) = MasterCf::parse(master_text, master_path).map_err(fatal)?;
+    let hostname = config.expanded("myhostname").map_err(fatal)?;
+    let syslog_name = config.expanded("syslog_name").map_err(fatal)?;
+    let mail_name = config.expanded("mail_name").map_err(fatal)?;
+    let master_log = Log::new(&hostname, &syslog_name, "master");
+
+    let queue_dir = config.expanded("queue_directory").map_err(fatal)?;
+    let queue =
+        Queue::open(&queue_dir).map_err(|e| fatal(format!("queue_directory {queue_dir}: {e}")))?;
+    let recovery = queue
+        .recover()
+        .map_err(|e| fatal(format!("recover {queue_dir}: {e}")))?;
+    for q in &recovery.quarantined {
+        master_log.warning(&format!(
+            "{}: moved from {} to corrupt: {}",
+            q.id,
+            q.from.dir_name(),
+            q.reason
+        ));
+    }
+    let committer = Committer::start(4).map_err(|e| fatal(format!("start committer: {e}")))?;
+    let registry = Registry::new(OpenContext {
+        config_directory: Some(dir.to_path_buf()),
+        ..OpenContext::default()
+    });
+    let expanded = |name: &str| config.expanded(name).map_err(fatal);
+    let tables = ContentTables::open(
+        &registry,
+        &expanded("header_checks")?,
+        &expanded("mime_header_checks")?,
+        &expanded("nested_header_checks")?,
+        &expanded("body_checks")?,
+    )
+    .map_err(fatal)?;
+    let cleanup = Arc::new(Cleanup::new(
+        queue,
+        committer,
+        Arc::new(tables),
+        content_limits(&config)?,
+    ));
+    let dns: Arc<dyn Resolver> = Arc::new(
+        HickoryResolver::from_system()
+            .map_err(|e| fatal(format!("DNS resolver configuration: {e}")))?,
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for service in master.effective_services() {
+        let program = service.command().program();
+        let Some(endpoint) = service.inet_endpoint().filter(|_| program == "smtpd") else {
+            master_log.info(&format!(
+                "{master_path}, line {}: service {}/{} ({program}): not started: not built yet",
+                service.line(),
+                service.name(),
+                service.service_type()
+            ));
+            continue;
+        };
+        let overrides = service.command().overrides().to_vec();
+        let svc_config = config.with_overrides(&overrides);
+        let session = ServerConfig::from_config(&svc_config, false).map_err(fatal)?;
+        let restrictions = Restrictions::from_config(&svc_config, &registry).map_err(fatal)?;
+        let svc_syslog = svc_config.expanded("syslog_name").map_err(fatal)?;
+        let log = Log::new(&hostname, &svc_syslog, "smtpd");
+        for w in restrictions.warnings() {
+            log.warning(w);
+        }
+        let address = listen_address(endpoint.host, endpoint.port)
+            .map_err(|e| fatal(format!("{master_path}, line {}: {e}", service.line())))?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| fatal(format!("bind {address}: {e}")))?;
+        let transport = TransportConfig::new(session, None, false).map_err(fatal)?;
+        let default_limit = config.integer("default_process_limit").map_err(fatal)?;
+        let limits = ConnectionLimits {
+            max_connections: service
+                .process_limit()
+                .map_or(default_limit.max(1) as usize, |n| n.max(1) as usize),
+            client_connection_count_limit: svc_config
+                .integer("smtpd_client_connection_count_limit")
+                .map_err(fatal)?
+                .max(0) as usize,
+            ..ConnectionLimits::default()
+        };
+        master_log.info(&format!(
+            "service {}: smtpd listening on {address}",
+            service.name()
+        ));
+        let shared = Arc::new(Service {
+            restrictions,
+            dns: Arc::clone(&dns),
+            cleanup: Arc::clone(&cleanup),
+            hostname: hostname.clone(),
+            mail_name: mail_name.clone(),
+            log,
+        });
+        let mut stop = stop_rx.clone();
+        servers.spawn(async move {
+            Server::new(listener, transport, limits)
+                .run(move || Session::new(Arc::clone(&shared)), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+    master_log.info(&format!(
+        "daemon started -- configuration {}, queue {queue_dir}",
+        dir.display()
+    ));
+    wait_for_signal().await;
+    master_log.info("terminating on signal");
+    let _ = stop_tx.send(true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::time::timeout_at(deadline.into(), servers.join_next())
+        .await
+        .is_ok_and(|r| r.is_some())
+    {}
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

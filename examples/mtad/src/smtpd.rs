@@ -1,0 +1,380 @@
+//! The `smtpd` services of `master.cf`: each `inet` entry running
+//! `smtpd` becomes a listener whose sessions ask the restrictions and
+//! write accepted mail through cleanup into the queue.
+//!
+//! Wiring only: the SMTP engine is `mta_smtp`, the policy
+//! `mta_restrictions`, the queue `mta_queue`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mta_core::address::ReversePath;
+use mta_core::dns::Resolver;
+use mta_core::reply::{ParseStatus, Reply, parse_reply};
+use mta_queue::cleanup::{Cleanup, CleanupMessage, Submission};
+use mta_queue::file::{Recipient, notify};
+use mta_queue::store::QueueName;
+use mta_restrictions::content::MessageContext;
+use mta_restrictions::restriction::{Decision, Restrictions, SmtpContext, Stage, Verdict};
+use mta_smtp::command::MailParameters;
+use mta_smtp::server::Event;
+use mta_smtp::transport::{ConnectionInfo, HandlerFuture, SessionHandler};
+
+use crate::log::Log;
+
+/// What every session of one `smtpd` service shares.
+pub(crate) struct Service {
+    pub(crate) restrictions: Restrictions,
+    pub(crate) dns: Arc<dyn Resolver>,
+    pub(crate) cleanup: Arc<Cleanup>,
+    pub(crate) hostname: String,
+    pub(crate) mail_name: String,
+    pub(crate) log: Log,
+}
+
+/// One session's state.
+pub(crate) struct Session {
+    service: Arc<Service>,
+    ctx: Option<SmtpContext>,
+    client: String,
+    sender: Option<(ReversePath, MailParameters<'static>)>,
+    recipients: Vec<Recipient>,
+    message: Option<CleanupMessage>,
+    helo: Option<String>,
+    extended: bool,
+}
+
+impl Session {
+    pub(crate) fn new(service: Arc<Service>) -> Session {
+        Session {
+            service,
+            ctx: None,
+            client: String::new(),
+            sender: None,
+            recipients: Vec::new(),
+            message: None,
+            helo: None,
+            extended: false,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.sender = None;
+        self.recipients.clear();
+        if let Some(m) = self.message.take() {
+            m.abort();
+        }
+    }
+
+    fn ctx(&mut self, conn: &ConnectionInfo) -> &mut SmtpContext {
+        self.ctx
+            .get_or_insert_with(|| SmtpContext::new(conn.peer.ip()))
+    }
+
+    /// Asks the restrictions about `stage` and turns the answer into the
+    /// session's decision, logging what Postfix logs.
+    async fn check(&mut self, stage: Stage, conn: &ConnectionInfo) -> Decision {
+        let ctx = self.ctx(conn).clone();
+        let decision = self
+            .service
+            .restrictions
+            .evaluate(stage, &ctx, self.service.dns.as_ref())
+            .await;
+        for line in &decision.log {
+            self.service.log.info(line);
+        }
+        decision
+    }
+
+    fn protocol(&self, conn: &ConnectionInfo) -> String {
+        let mut p = String::from(if self.extended { "ESMTP" } else { "SMTP" });
+        if conn.tls.is_some() {
+            p.push('S');
+        }
+        p
+    }
+
+    /// The `Received:` header smtpd writes, as Postfix writes it.
+    fn received(&self, conn: &ConnectionInfo, id: &str) -> String {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let mut h = format!("Received: from {helo} (unknown [{}])\r\n", conn.peer.ip());
+        if let Some(tls) = &conn.tls {
+            h.push_str(&format!(
+                "\t(using {} with cipher {})\r\n",
+                tls.protocol, tls.cipher
+            ));
+        }
+        h.push_str(&format!(
+            "\tby {} ({}) with {} id {id}",
+            self.service.hostname,
+            self.service.mail_name,
+            self.protocol(conn)
+        ));
+        if let [only] = self.recipients.as_slice() {
+            h.push_str(&format!("\r\n\tfor <{}>", only.address));
+        }
+        h.push_str(&format!(
+            "; {}",
+            crate::log::rfc5322_date(SystemTime::now())
+        ));
+        h
+    }
+
+    async fn handle(&mut self, event: &Event, conn: &ConnectionInfo) -> Option<Decision2> {
+        match event {
+            Event::Connect => {
+                self.client = conn.client();
+                self.service
+                    .log
+                    .info(&format!("connect from {}", self.client));
+                Some(self.check(Stage::Connect, conn).await.into())
+            }
+            Event::Helo { name, extended } => {
+                self.helo = Some(name.clone());
+                self.extended = *extended;
+                let ctx = self.ctx(conn);
+                ctx.helo = Some(name.clone());
+                ctx.esmtp = *extended;
+                self.reset();
+                Some(self.check(Stage::Helo, conn).await.into())
+            }
+            Event::Mail { from, params } => {
+                let sender = from.mailbox().map(|m| m.to_string()).unwrap_or_default();
+                let ctx = self.ctx(conn);
+                ctx.sender = Some(sender);
+                ctx.recipient = None;
+                ctx.recipient_count = 0;
+                let d = self.check(Stage::Mail, conn).await;
+                if !d.is_reject() {
+                    self.sender = Some((from.clone(), params.clone()));
+                    self.recipients.clear();
+                }
+                Some(d.into())
+            }
+            Event::Rcpt { to, params } => {
+                let count = self.recipients.len();
+                let ctx = self.ctx(conn);
+                ctx.recipient = Some(to.to_string());
+                ctx.recipient_count = count;
+                let d = self.check(Stage::Rcpt, conn).await;
+                if !d.is_reject() {
+                    let mut r = Recipient::new(to.to_string());
+                    r.orcpt = params.orcpt.as_ref().map(|o| o.to_string());
+                    if let Some(n) = params.notify {
+                        r.notify = [
+                            (n.success, notify::SUCCESS),
+                            (n.failure, notify::FAILURE),
+                            (n.delay, notify::DELAY),
+                            (n.never, notify::NEVER),
+                        ]
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .fold(0, |bits, (_, bit)| bits | bit);
+                    }
+                    self.recipients.push(r);
+                }
+                Some(d.into())
+            }
+            Event::DataStart => {
+                let d = self.check(Stage::Data, conn).await;
+                if d.is_reject() {
+                    return Some(d.into());
+                }
+                Some(self.begin(conn))
+            }
+            Event::Content(bytes) => {
+                if let Some(m) = self.message.as_mut() {
+                    m.write(bytes);
+                }
+                None
+            }
+            Event::DataEnd { .. } => Some(self.finish(conn).await),
+            Event::DataAborted(_) | Event::Rset => {
+                self.reset();
+                None
+            }
+            Event::Vrfy(_) | Event::Etrn(_) => Some(Decision2::Accept),
+            Event::Auth { .. } | Event::AuthResponse(_) => Some(Decision2::Reply(reply(
+                "535 5.7.8 Error: authentication failed: no mechanism available",
+            ))),
+            Event::StartTls => Some(Decision2::Accept),
+            Event::Quit | Event::Closed(_) => {
+                self.reset();
+                self.service
+                    .log
+                    .info(&format!("disconnect from {}", self.client));
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn begin(&mut self, conn: &ConnectionInfo) -> Decision2 {
+        let Some((from, params)) = &self.sender else {
+            return Decision2::Reply(reply("503 5.5.1 Error: need MAIL command"));
+        };
+        let arrival = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut attributes = vec![
+            ("client_address".to_string(), conn.peer.ip().to_string()),
+            ("client_name".to_string(), "unknown".to_string()),
+            ("protocol_name".to_string(), self.protocol(conn)),
+        ];
+        if let Some(h) = &self.helo {
+            attributes.push(("helo_name".into(), h.clone()));
+        }
+        if let Some(e) = &params.envid {
+            attributes.push(("envid".into(), e.to_string()));
+        }
+        let sender = from.mailbox().map(|m| m.to_string()).unwrap_or_default();
+        let submission = Submission {
+            arrival,
+            sender: sender.clone(),
+            recipients: self.recipients.clone(),
+            attributes,
+            context: MessageContext {
+                queue_id: None,
+                client: self.client.clone(),
+                sender: Some(sender),
+                recipient: self.recipients.first().map(|r| r.address.clone()),
+                protocol: Some(self.protocol(conn)),
+                helo: self.helo.clone(),
+            },
+            prepend: Vec::new(),
+        };
+        match self.service.cleanup.begin(submission) {
+            Ok(mut m) => {
+                let id = m.id().as_str().to_string();
+                self.service
+                    .log
+                    .info(&format!("{id}: client={}", self.client));
+                let received = self.received(conn, &id);
+                m.write(received.as_bytes());
+                m.write(b"\r\n");
+                self.message = Some(m);
+                Decision2::Accept
+            }
+            Err(e) => {
+                self.service
+                    .log
+                    .warning(&format!("queue file write error: {e}"));
+                Decision2::Reply(reply("451 4.3.0 Error: queue file write error"))
+            }
+        }
+    }
+
+    async fn finish(&mut self, conn: &ConnectionInfo) -> Decision2 {
+        let d = self.check(Stage::EndOfData, conn).await;
+        let Some(message) = self.message.take() else {
+            return Decision2::Reply(reply("451 4.3.0 Error: queue file write error"));
+        };
+        if d.is_reject() {
+            message.abort();
+            return d.into();
+        }
+        let sender = self
+            .sender
+            .as_ref()
+            .and_then(|(f, _)| f.mailbox().map(|m| m.to_string()))
+            .unwrap_or_default();
+        let nrcpt = self.recipients.len();
+        let result = message.finish();
+        let answer = match result {
+            Ok(queued) => {
+                for line in &queued.verdict.log {
+                    self.service.log.info(&format!("{}: {line}", queued.id));
+                }
+                let id = queued.id.as_str().to_string();
+                match queued.commit.await {
+                    Ok(()) => {
+                        if queued.hold {
+                            let queue = self.service.cleanup.queue().clone();
+                            let moved = id.clone();
+                            let _ = tokio::task::spawn_blocking(move || {
+                                queue.move_to(&moved, QueueName::Incoming, QueueName::Hold)
+                            })
+                            .await;
+                        }
+                        self.service.log.info(&format!(
+                            "{id}: from=<{sender}>, size={}, nrcpt={nrcpt} (queue {})",
+                            queued.size,
+                            if queued.hold { "hold" } else { "incoming" }
+                        ));
+                        Decision2::Reply(reply(&format!("250 2.0.0 Ok: queued as {id}")))
+                    }
+                    Err(e) => {
+                        self.service
+                            .log
+                            .warning(&format!("{id}: queue file commit failed: {e}"));
+                        Decision2::Reply(reply("451 4.3.0 Error: queue file write error"))
+                    }
+                }
+            }
+            Err(e) => {
+                self.service.log.info(&format!(
+                    "NOQUEUE: reject: END-OF-MESSAGE from {}: {}; from=<{sender}> proto={} helo=<{}>",
+                    self.client,
+                    e.reply(),
+                    self.protocol(conn),
+                    self.helo.as_deref().unwrap_or("")
+                ));
+                Decision2::Reply(e.reply())
+            }
+        };
+        self.sender = None;
+        self.recipients.clear();
+        answer
+    }
+}
+
+/// The transport's decision, made from a restriction decision.
+enum Decision2 {
+    Accept,
+    Reply(Reply),
+}
+
+impl From<Decision> for Decision2 {
+    fn from(d: Decision) -> Decision2 {
+        match d.verdict {
+            Verdict::Accept => Decision2::Accept,
+            Verdict::Reject(r) => Decision2::Reply(r),
+        }
+    }
+}
+
+fn reply(text: &str) -> Reply {
+    let wire = format!("{text}\r\n");
+    match parse_reply(wire.as_bytes()) {
+        Ok(ParseStatus::Complete(v, _)) => v.to_reply(),
+        _ => unreachable!("fixed replies are valid: {text}"),
+    }
+}
+
+impl SessionHandler for Session {
+    fn on_event<'a>(&'a mut self, event: &'a Event, conn: &'a ConnectionInfo) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            self.handle(event, conn).await.map(|d| match d {
+                Decision2::Accept => mta_smtp::transport::Decision::Accept,
+                Decision2::Reply(r) => mta_smtp::transport::Decision::Reply(r),
+            })
+        })
+    }
+}
+
+/// Where a `master.cf` inet service listens.
+pub(crate) fn listen_address(host: Option<&str>, port: &str) -> Result<SocketAddr, String> {
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("port {port:?}: service names are not supported yet; use a number"))?;
+    let host = match host {
+        None | Some("*") => "0.0.0.0",
+        Some("localhost") => "127.0.0.1",
+        Some(h) => h,
+    };
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| format!("host {host:?}: only addresses are supported yet"))?;
+    Ok(SocketAddr::new(ip, port))
+}

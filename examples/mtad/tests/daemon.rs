@@ -1,0 +1,228 @@
+//! `mtad -c DIR` on the reference site, end to end over loopback: the
+//! smtpd services listen where master.cf says, mail to the site's users
+//! is queued durably with smtpd's Received header, the site's content
+//! rules refuse spam and banned attachments, and SIGTERM stops it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mta_queue::file::QueueFile;
+
+const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The reference site in a scratch directory, listening on free ports.
+fn site() -> (PathBuf, u16, u16) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../small-office");
+    let dir = std::env::temp_dir().join(format!("mtad-daemon-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in [
+        "main.cf",
+        "vmailbox",
+        "virtual",
+        "aliases",
+        "header_checks",
+        "body_checks",
+    ] {
+        std::fs::copy(source.join(f), dir.join(f)).unwrap();
+    }
+    let (smtp, submission) = (free_port(), free_port());
+    let master = std::fs::read_to_string(source.join("master.cf"))
+        .unwrap()
+        .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
+        .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"));
+    std::fs::write(dir.join("master.cf"), master).unwrap();
+    let c = dir.display().to_string();
+    for (tool, table) in [
+        ("postmap", "vmailbox"),
+        ("postmap", "virtual"),
+        ("postalias", "aliases"),
+    ] {
+        let status = Command::new(MTAD)
+            .args([tool, "-c", &c, &format!("hash:{c}/{table}")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{tool} {table}");
+    }
+    (dir, smtp, submission)
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, port: u16) -> Daemon {
+    let child = Command::new(MTAD)
+        .args(["-c", &dir.display().to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "mtad did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon(child)
+}
+
+/// A plain SMTP client: sends each command, returns each reply.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn connect(port: u16) -> (Client, String) {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut c = Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        let greeting = c.reply();
+        (c, greeting)
+    }
+
+    fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            assert!(!line.is_empty(), "connection closed; so far {all:?}");
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    fn send(&mut self, text: &str) -> String {
+        self.writer
+            .write_all(format!("{text}\r\n").as_bytes())
+            .unwrap();
+        self.reply()
+    }
+
+    /// A whole transaction; returns the reply to the end of data.
+    fn mail(&mut self, from: &str, to: &[&str], message: &str) -> String {
+        assert!(self.send(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+        for t in to {
+            let r = self.send(&format!("RCPT TO:<{t}>"));
+            assert!(r.starts_with("250"), "RCPT {t}: {r}");
+        }
+        assert!(self.send("DATA").starts_with("354"));
+        let body = message.replace('\n', "\r\n");
+        self.writer.write_all(body.as_bytes()).unwrap();
+        self.send(".")
+    }
+}
+
+const EXE: &str = "Subject: report\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"XYZ\"\n\n--XYZ\nContent-Type: text/plain\n\nsee attached\n--XYZ\nContent-Type: application/octet-stream;\n\tname=\"invoice.pdf.scr\"\nContent-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA\n--XYZ--\n";
+
+#[test]
+fn the_reference_site_receives_and_queues_mail() {
+    let (dir, smtp, submission) = site();
+    let mut daemon = start(&dir, smtp);
+    let (mut c, greeting) = Client::connect(smtp);
+    assert_eq!(greeting, "220 mail.example.com ESMTP mtad\r\n");
+    // smtpd_helo_required = yes, as the site asks.
+    assert!(
+        c.send("MAIL FROM:<alice@example.org>")
+            .starts_with("503 5.5.1")
+    );
+    assert!(
+        c.send("EHLO client.example.org")
+            .starts_with("250-mail.example.com")
+    );
+    let r = c.mail(
+        "alice@example.org",
+        &["bob@example.com", "carol@example.com"],
+        "Subject: first light\nFrom: alice@example.org\n\nHello.\n..and a stuffed line\n",
+    );
+    let id = r
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{r}"))
+        .trim()
+        .to_string();
+    // The message is in the queue, complete, with what smtpd added.
+    let queued = QueueFile::read(&dir.join("state/queue/incoming").join(&id)).unwrap();
+    assert_eq!(queued.envelope.sender, "alice@example.org");
+    let rcpts: Vec<_> = queued
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(rcpts, ["bob@example.com", "carol@example.com"]);
+    let text = String::from_utf8(queued.content).unwrap();
+    assert!(
+        text.starts_with("Received: from client.example.org (unknown [127.0.0.1])\r\n\tby mail.example.com (mtad) with ESMTP id "),
+        "{text}"
+    );
+    assert!(text.ends_with("Subject: first light\r\nFrom: alice@example.org\r\n\r\nHello.\r\n.and a stuffed line\r\n"), "{text}");
+    assert_eq!(
+        queued.envelope.attribute("client_address"),
+        Some("127.0.0.1")
+    );
+
+    // The site's header and attachment rules (seed 004).
+    let r = c.mail(
+        "alice@example.org",
+        &["bob@example.com"],
+        "Subject: FREE OFFER!! today\n\nbuy\n",
+    );
+    assert_eq!(r, "550 5.7.1 message content rejected\r\n");
+    let r = c.mail("alice@example.org", &["bob@example.com"], EXE);
+    assert_eq!(r, "550 5.7.1 Mail contains banned attachment\r\n");
+    assert!(c.send("QUIT").starts_with("221"));
+    // Refused messages leave nothing behind.
+    let files = std::fs::read_dir(dir.join("state/queue/incoming"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1);
+
+    // The submission port is up too.
+    let (mut s, greeting) = Client::connect(submission);
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    assert!(s.send("QUIT").starts_with("221"));
+
+    // SIGTERM: a graceful stop.
+    let pid = nix::unistd::Pid::from_raw(daemon.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < until, "mtad did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut log = String::new();
+    std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains(&format!("postfix/smtpd[")), "{log}");
+    assert!(
+        log.contains(&format!("{id}: client=unknown[127.0.0.1]")),
+        "{log}"
+    );
+    assert!(log.contains("terminating on signal"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
