@@ -218,7 +218,7 @@ fn the_reference_site_receives_and_queues_mail() {
     }
     let mut log = String::new();
     std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut log).unwrap();
-    assert!(log.contains(&format!("postfix/smtpd[")), "{log}");
+    assert!(log.contains("postfix/smtpd["), "{log}");
     assert!(
         log.contains(&format!("{id}: client=unknown[127.0.0.1]")),
         "{log}"
