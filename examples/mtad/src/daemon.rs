@@ -142,6 +142,12 @@ pub(crate) async fn run(
             cleanup: Arc::clone(&cleanup),
             hostname: hostname.clone(),
             mail_name: mail_name.clone(),
+            fast_flush_domains: svc_config
+                .list("fast_flush_domains")
+                .map_err(fatal)?
+                .into_iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
             log,
         });
         let mut stop = stop_rx.clone();

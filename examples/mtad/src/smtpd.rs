@@ -30,6 +30,8 @@ pub(crate) struct Service {
     pub(crate) cleanup: Arc<Cleanup>,
     pub(crate) hostname: String,
     pub(crate) mail_name: String,
+    /// `fast_flush_domains`, lower-cased: the domains ETRN may flush.
+    pub(crate) fast_flush_domains: Vec<String>,
     pub(crate) log: Log,
 }
 
@@ -194,7 +196,20 @@ impl Session {
                 self.reset();
                 None
             }
-            Event::Vrfy(_) | Event::Etrn(_) => Some(Decision2::Accept),
+            Event::Vrfy(_) => Some(Decision2::Accept),
+            Event::Etrn(arg) => {
+                // RFC 1985: `@domain` and `#queue` forms name a domain too.
+                let domain = arg.trim_start_matches(['@', '#']).to_ascii_lowercase();
+                if self.service.fast_flush_domains.contains(&domain) {
+                    // The queue's flush comes with the scheduler; the
+                    // deferred mail is retried on its own schedule.
+                    Some(Decision2::Accept)
+                } else {
+                    Some(Decision2::Reply(reply(&format!(
+                        "459 <{arg}>: service unavailable"
+                    ))))
+                }
+            }
             Event::Auth { .. } | Event::AuthResponse(_) => Some(Decision2::Reply(reply(
                 "535 5.7.8 Error: authentication failed: no mechanism available",
             ))),

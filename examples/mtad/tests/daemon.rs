@@ -192,6 +192,11 @@ fn the_reference_site_receives_and_queues_mail() {
     assert_eq!(r, "550 5.7.1 message content rejected\r\n");
     let r = c.mail("alice@example.org", &["bob@example.com"], EXE);
     assert_eq!(r, "550 5.7.1 Mail contains banned attachment\r\n");
+    // fast_flush_domains defaults to $relay_domains, empty at this site.
+    assert_eq!(
+        c.send("ETRN example.net"),
+        "459 <example.net>: service unavailable\r\n"
+    );
     assert!(c.send("QUIT").starts_with("221"));
     // Refused messages leave nothing behind.
     let files = std::fs::read_dir(dir.join("state/queue/incoming"))
