@@ -11,7 +11,8 @@
 //!   `transport:nexthop`).
 //! - [`reply`]: SMTP reply codes and RFC 3463 enhanced status codes;
 //!   [`queue_id`]: unique, time-ordered queue IDs; [`units`]: Postfix's
-//!   time, size and boolean values.
+//!   time, size and boolean values; [`date`]: dates as headers, logs and
+//!   `postcat` show them.
 //! - [`dns`]: the `Resolver` trait the DNS users share, with a
 //!   deterministic stub behind the `test-util` feature; [`delivery`]: the
 //!   delivery-agent trait through which the queue drives the agents.
@@ -34,6 +35,7 @@
 pub mod address;
 pub mod address_class;
 pub mod config;
+pub mod date;
 pub mod delivery;
 pub mod dns;
 pub mod queue_id;

@@ -98,16 +98,17 @@ mod kind {
 }
 
 /// DSN notification requests of a recipient (RFC 3461 `NOTIFY=`), as
-/// bits.
+/// bits, with Postfix's values (so `postcat` shows the same
+/// `notify_flags`).
 pub mod notify {
-    /// `NOTIFY=SUCCESS`.
-    pub const SUCCESS: u8 = 1;
-    /// `NOTIFY=FAILURE`.
-    pub const FAILURE: u8 = 2;
-    /// `NOTIFY=DELAY`.
-    pub const DELAY: u8 = 4;
     /// `NOTIFY=NEVER`.
-    pub const NEVER: u8 = 8;
+    pub const NEVER: u8 = 1;
+    /// `NOTIFY=SUCCESS`.
+    pub const SUCCESS: u8 = 2;
+    /// `NOTIFY=FAILURE`.
+    pub const FAILURE: u8 = 4;
+    /// `NOTIFY=DELAY`.
+    pub const DELAY: u8 = 8;
 }
 
 /// One recipient of a queued message.
@@ -560,6 +561,118 @@ impl QueueFile {
     }
 }
 
+/// What `postcat` shows of a queue file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostcatSections {
+    /// `-e`: the envelope records.
+    pub envelope: bool,
+    /// `-h`: the header part of the content.
+    pub header: bool,
+    /// `-b`: the body part of the content.
+    pub body: bool,
+}
+
+impl PostcatSections {
+    /// Everything, with the section banners (`postcat` without `-e`,
+    /// `-h` or `-b`).
+    pub const ALL: PostcatSections = PostcatSections {
+        envelope: true,
+        header: true,
+        body: true,
+    };
+}
+
+impl QueueFile {
+    /// The file as Postfix's `postcat` prints one, in its layout: the
+    /// envelope records (`message_size`, `message_arrival_time`,
+    /// `named_attribute`, `sender`, `original_recipient`, `recipient`,
+    /// `done_recipient` for those already delivered), the content, and the
+    /// banners naming `label` (`incoming/ID`). With only some sections
+    /// asked for, as with `postcat -h` or `-b`, the banners are left out,
+    /// as Postfix does.
+    ///
+    /// The envelope shows the records this format has; Postfix's extra
+    /// `message_size` fields (offsets and flags of its own format) are
+    /// printed as 0.
+    pub fn postcat(&self, label: &str, sections: PostcatSections) -> String {
+        let all = sections == PostcatSections::ALL;
+        let mut out = String::new();
+        let (header, body) = split_header(&self.content);
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).replace("\r\n", "\n");
+        if sections.envelope {
+            if all {
+                out.push_str(&format!("*** ENVELOPE RECORDS {label} ***\n"));
+            }
+            let e = &self.envelope;
+            out.push_str(&format!(
+                "message_size: {:>15} {:>15} {:>15} {:>15} {:>15} {:>15}\n",
+                self.content.len(),
+                0,
+                e.recipients.len(),
+                0,
+                self.content.len(),
+                0
+            ));
+            let arrival = std::time::UNIX_EPOCH + e.arrival;
+            out.push_str(&format!(
+                "message_arrival_time: {}\n",
+                mta_core::date::ctime(arrival)
+            ));
+            out.push_str(&format!("sender: {}\n", e.sender));
+            for (name, value) in &e.attributes {
+                out.push_str(&format!("named_attribute: {name}={value}\n"));
+            }
+            for r in &e.recipients {
+                // In Postfix's order: notify flags, then the ORCPT.
+                if r.notify != 0 {
+                    out.push_str(&format!("named_attribute: notify_flags={}\n", r.notify));
+                }
+                if let Some(o) = &r.orcpt {
+                    out.push_str(&format!("named_attribute: dsn_orig_rcpt={o}\n"));
+                }
+                out.push_str(&format!("original_recipient: {}\n", r.original));
+                let kind = if r.done {
+                    "done_recipient"
+                } else {
+                    "recipient"
+                };
+                out.push_str(&format!("{kind}: {}\n", r.address));
+            }
+        }
+        if sections.header || sections.body {
+            if all {
+                out.push_str(&format!("*** MESSAGE CONTENTS {label} ***\n"));
+            }
+            if sections.header {
+                out.push_str(&lossy(header));
+            }
+            if sections.body {
+                if all {
+                    out.push('\n');
+                }
+                out.push_str(&lossy(body));
+            }
+        }
+        if all {
+            out.push_str(&format!("*** HEADER EXTRACTED {label} ***\n"));
+            out.push_str(&format!("*** MESSAGE FILE END {label} ***\n"));
+        }
+        out
+    }
+}
+
+/// The header part (through the line before the first empty line) and
+/// the body (after it).
+fn split_header(content: &[u8]) -> (&[u8], &[u8]) {
+    if content.starts_with(b"\r\n") {
+        return (&[], &content[2..]);
+    }
+    match content.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => (&content[..i + 2], &content[i + 4..]),
+        None => (content, &[]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,6 +785,39 @@ mod tests {
         assert_eq!(q.envelope.attribute("client_address"), Some("192.0.2.1"));
         assert_eq!(q.envelope.recipients[0].address, "bob@example.com");
         assert_eq!(q.content, b"Subject: hi\r\n\r\nhello\r\n");
+    }
+
+    #[test]
+    fn postcat_prints_postfix_layout() {
+        let q = QueueFile {
+            envelope: envelope(),
+            content: b"Subject: x\r\nFrom: a\r\n\r\nbody\r\nmore\r\n".to_vec(),
+        };
+        let all = q.postcat("incoming/ID", PostcatSections::ALL);
+        assert!(
+            all.starts_with("*** ENVELOPE RECORDS incoming/ID ***\nmessage_size: "),
+            "{all}"
+        );
+        assert!(
+            all.contains("message_arrival_time: Tue Nov 14 22:13:20 2023\n"),
+            "{all}"
+        );
+        assert!(all.contains("sender: \n"));
+        assert!(all.contains("named_attribute: helo_name=client.example.org\n"));
+        assert!(all.contains("named_attribute: notify_flags=6\nnamed_attribute: dsn_orig_rcpt=rfc822;staff@example.com\noriginal_recipient: staff@example.com\nrecipient: carol@example.com\n"), "{all}");
+        assert!(all.ends_with("*** MESSAGE CONTENTS incoming/ID ***\nSubject: x\nFrom: a\n\nbody\nmore\n*** HEADER EXTRACTED incoming/ID ***\n*** MESSAGE FILE END incoming/ID ***\n"), "{all}");
+        let h = PostcatSections {
+            envelope: false,
+            header: true,
+            body: false,
+        };
+        assert_eq!(q.postcat("x", h), "Subject: x\nFrom: a\n");
+        let b = PostcatSections {
+            envelope: false,
+            header: false,
+            body: true,
+        };
+        assert_eq!(q.postcat("x", b), "body\nmore\n");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod daemon;
 mod host;
 mod log;
 mod master;
+mod postcat;
 mod postconf;
 mod postmap;
 mod smtpd;
@@ -90,6 +91,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Show a queue file (postcat(1)): `-q ID`, `-e`, `-h`, `-b`.
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Postcat {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Rebuild the alias_database tables (newaliases(1)).
     #[command(disable_help_flag = true, allow_hyphen_values = true)]
     Newaliases {
@@ -100,7 +107,7 @@ enum Command {
 
 /// The Postfix tools mtad answers to, as a subcommand or through a link
 /// with the tool's name.
-const TOOLS: &[&str] = &["postconf", "postmap", "postalias", "newaliases"];
+const TOOLS: &[&str] = &["postconf", "postmap", "postalias", "newaliases", "postcat"];
 
 /// Runs one tool with its own command line (`args[0]` is its name); the
 /// exit status follows the tool's conventions (postmap -q: 1 when not
@@ -145,6 +152,7 @@ fn run_tool(tool: &str, args: Vec<String>) -> Result<ExitCode, Fatal> {
             }
             postmap::newaliases(dir).map(|()| ExitCode::SUCCESS)
         }
+        "postcat" => postcat::run(&args).map(|()| ExitCode::SUCCESS),
         _ => Err(Fatal(format!("unknown tool {tool}"))),
     }
 }
@@ -177,6 +185,7 @@ fn main() -> ExitCode {
                 Command::Postconf { .. }
                 | Command::Postmap { .. }
                 | Command::Postalias { .. }
+                | Command::Postcat { .. }
                 | Command::Newaliases { .. },
             ) => {
                 unreachable!("tools are dispatched before the daemon's command line")

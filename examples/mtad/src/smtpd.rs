@@ -113,13 +113,13 @@ impl Session {
             self.service.mail_name,
             self.protocol(conn)
         ));
-        if let [only] = self.recipients.as_slice() {
-            h.push_str(&format!("\r\n\tfor <{}>", only.address));
+        // As Postfix: "for <rcpt>" only with one recipient, and the date
+        // on a line of its own otherwise.
+        let date = crate::log::rfc5322_date(SystemTime::now());
+        match self.recipients.as_slice() {
+            [only] => h.push_str(&format!("\r\n\tfor <{}>; {date}", only.address)),
+            _ => h.push_str(&format!(";\r\n\t{date}")),
         }
-        h.push_str(&format!(
-            "; {}",
-            crate::log::rfc5322_date(SystemTime::now())
-        ));
         h
     }
 

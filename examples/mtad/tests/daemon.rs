@@ -177,10 +177,40 @@ fn the_reference_site_receives_and_queues_mail() {
         text.starts_with("Received: from client.example.org (unknown [127.0.0.1])\r\n\tby mail.example.com (mtad) with ESMTP id "),
         "{text}"
     );
+    // Two recipients: no "for", the date on its own line, as Postfix.
+    let received: Vec<&str> = text.split("\r\n").take(3).collect();
+    assert!(received[1].ends_with(&format!(" id {id};")), "{received:?}");
+    assert!(
+        received[2].starts_with('\t') && received[2].ends_with("+0000 (UTC)"),
+        "{received:?}"
+    );
     assert!(text.ends_with("Subject: first light\r\nFrom: alice@example.org\r\n\r\nHello.\r\n.and a stuffed line\r\n"), "{text}");
     assert_eq!(
         queued.envelope.attribute("client_address"),
         Some("127.0.0.1")
+    );
+    // postcat finds it by queue ID, as Postfix's does.
+    let out = Command::new(MTAD)
+        .args(["postcat", "-c", &dir.display().to_string(), "-q", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.starts_with(&format!("*** ENVELOPE RECORDS incoming/{id} ***\n")),
+        "{shown}"
+    );
+    assert!(shown.contains("sender: alice@example.org\n"), "{shown}");
+    assert!(shown.contains("recipient: carol@example.com\n"), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "*** MESSAGE CONTENTS incoming/{id} ***\nReceived: from client.example.org"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with(&format!("*** MESSAGE FILE END incoming/{id} ***\n")),
+        "{shown}"
     );
 
     // The site's header and attachment rules (seed 004).
