@@ -72,9 +72,15 @@ pub struct Submission {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CleanupError {
-    /// The content checks refused it; the reply says how.
-    #[error("rejected: {0}")]
-    Rejected(Reply),
+    /// The content checks refused it; the reply says how, and the log
+    /// lines say which header or line did it (`reject: header ...`).
+    #[error("rejected: {reply}")]
+    Rejected {
+        /// The reply for the client.
+        reply: Reply,
+        /// The content checks' log lines.
+        log: Vec<String>,
+    },
     /// Writing or committing failed: the client gets a temporary error
     /// (`451 4.3.0 Error: queue file write error`).
     #[error("queue file write error: {0}")]
@@ -85,7 +91,7 @@ impl CleanupError {
     /// The reply for the client.
     pub fn reply(&self) -> Reply {
         match self {
-            CleanupError::Rejected(r) => r.clone(),
+            CleanupError::Rejected { reply, .. } => reply.clone(),
             CleanupError::Io(_) => write_error_reply(),
         }
     }
@@ -246,7 +252,10 @@ impl CleanupMessage {
         if let Some(reply) = verdict.reply() {
             self.remove();
             let reply = reply.unwrap_or_else(|_| write_error_reply());
-            return Err(CleanupError::Rejected(reply));
+            return Err(CleanupError::Rejected {
+                reply,
+                log: verdict.log,
+            });
         }
         if let Some(e) = self.error.take() {
             self.remove();

@@ -299,7 +299,7 @@ impl Session {
         let answer = match result {
             Ok(queued) => {
                 for line in &queued.verdict.log {
-                    self.service.log.info(&format!("{}: {line}", queued.id));
+                    self.service.log.info(line);
                 }
                 let id = queued.id.as_str().to_string();
                 match queued.commit.await {
@@ -328,13 +328,19 @@ impl Session {
                 }
             }
             Err(e) => {
-                self.service.log.info(&format!(
-                    "NOQUEUE: reject: END-OF-MESSAGE from {}: {}; from=<{sender}> proto={} helo=<{}>",
-                    self.client,
-                    e.reply(),
-                    self.protocol(conn),
-                    self.helo.as_deref().unwrap_or("")
-                ));
+                match &e {
+                    // cleanup's own lines say which header or line did it,
+                    // as Postfix's cleanup logs them; smtpd adds nothing.
+                    mta_queue::cleanup::CleanupError::Rejected { log, .. } => {
+                        for line in log {
+                            self.service.log.info(line);
+                        }
+                    }
+                    other => self.service.log.warning(&format!(
+                        "queue file write error from {}: {other}",
+                        self.client
+                    )),
+                }
                 Decision2::Reply(e.reply())
             }
         };

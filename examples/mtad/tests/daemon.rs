@@ -259,5 +259,10 @@ fn the_reference_site_receives_and_queues_mail() {
         "{log}"
     );
     assert!(log.contains("terminating on signal"), "{log}");
+    // cleanup's line for the refused message, in Postfix's words.
+    assert!(
+        log.contains(": reject: header Subject: FREE OFFER!! today from unknown[127.0.0.1]; from=<alice@example.org> to=<bob@example.com> proto=ESMTP helo=<client.example.org>: 5.7.1 message content rejected"),
+        "{log}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
