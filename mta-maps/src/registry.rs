@@ -316,33 +316,11 @@ impl Registry {
     }
 }
 
-/// Splits a list of table references, keeping `{...}` groups whole.
+/// Splits a list of table references, keeping `{...}` groups whole: the
+/// list syntax of every Postfix list parameter
+/// ([`mta_core::config::split_list`]).
 pub fn split_references(value: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut depth = 0usize;
-    for c in value.chars() {
-        match c {
-            '{' => {
-                depth += 1;
-                current.push(c);
-            }
-            '}' => {
-                depth = depth.saturating_sub(1);
-                current.push(c);
-            }
-            c if depth == 0 && (c == ',' || c.is_whitespace()) => {
-                if !current.is_empty() {
-                    out.push(std::mem::take(&mut current));
-                }
-            }
-            c => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
+    mta_core::config::split_list(value)
 }
 
 #[cfg(test)]

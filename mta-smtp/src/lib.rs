@@ -41,4 +41,6 @@ pub mod connector;
 pub mod dns;
 pub mod server;
 #[cfg(feature = "tokio")]
+mod stream;
+#[cfg(feature = "tokio")]
 pub mod transport;
