@@ -88,10 +88,17 @@ pub(crate) async fn run(
         Arc::new(tables),
         content_limits(&config)?,
     ));
-    let dns: Arc<dyn Resolver> = Arc::new(
-        HickoryResolver::from_system()
-            .map_err(|e| fatal(format!("DNS resolver configuration: {e}")))?,
-    );
+    let dns: Arc<dyn Resolver> = Arc::new(match HickoryResolver::from_system() {
+        Ok(r) => r,
+        Err(e) => {
+            // Without name servers every lookup fails temporarily: mail
+            // that needs DNS is deferred (4xx), never refused.
+            master_log.warning(&format!(
+                "DNS resolver configuration: {e}: DNS lookups will fail temporarily"
+            ));
+            HickoryResolver::with_servers(&[]).map_err(fatal)?
+        }
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
