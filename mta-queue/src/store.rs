@@ -183,6 +183,44 @@ impl Queue {
         File::open(self.dir(queue))?.sync_all()
     }
 
+    /// Bytes available to an unprivileged writer on the queue's file
+    /// system.
+    ///
+    /// # Errors
+    ///
+    /// When `statvfs(2)` fails.
+    pub fn free_space(&self) -> io::Result<u64> {
+        let st = nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)?;
+        // The C types are 32 bits wide on some platforms, 64 on others.
+        #[allow(clippy::useless_conversion)]
+        let (blocks, size) = (u64::from(st.blocks_available()), u64::from(st.fragment_size()));
+        Ok(blocks.saturating_mul(size))
+    }
+
+    /// Whether the queue may take a message, as Postfix's smtpd decides
+    /// at MAIL FROM (`queue_minfree` in postconf(5)): the file system
+    /// must have `queue_minfree` bytes free, and at least one and a half
+    /// times `message_size_limit` (and the client's declared `SIZE`).
+    /// When it has not, the client gets `452 4.3.1 Insufficient system
+    /// storage` and tries later; nothing is lost.
+    ///
+    /// # Errors
+    ///
+    /// When `statvfs(2)` fails.
+    pub fn has_room(
+        &self,
+        declared_size: u64,
+        queue_minfree: u64,
+        message_size_limit: u64,
+    ) -> io::Result<bool> {
+        Ok(room_for(
+            self.free_space()?,
+            declared_size,
+            queue_minfree,
+            message_size_limit,
+        ))
+    }
+
     /// The messages in `queue`, by queue ID (file names that are not
     /// queue IDs are left alone).
     ///
@@ -246,6 +284,15 @@ impl Queue {
         found.requeued.sort();
         Ok(found)
     }
+}
+
+/// The decision of [`Queue::has_room`] for `free` bytes available.
+fn room_for(free: u64, declared_size: u64, queue_minfree: u64, message_size_limit: u64) -> bool {
+    let half_again = |n: u64| n.saturating_add(n / 2);
+    let wanted = queue_minfree
+        .max(half_again(message_size_limit))
+        .max(half_again(declared_size));
+    free >= wanted
 }
 
 /// One file to make durable.
@@ -494,6 +541,24 @@ mod tests {
         assert_eq!(queue.list(QueueName::Incoming).unwrap().len(), 20);
         queue.remove(&first, QueueName::Incoming).unwrap();
         assert_eq!(queue.find(&first), None);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn room_keeps_the_reserve_and_half_again() {
+        // Postfix's default: 1.5 x message_size_limit free.
+        assert!(room_for(15_360_000, 0, 0, 10_240_000));
+        assert!(!room_for(15_359_999, 0, 0, 10_240_000));
+        // A larger queue_minfree wins; so does a larger declared SIZE.
+        assert!(!room_for(20_000_000, 0, 30_000_000, 10_240_000));
+        assert!(!room_for(20_000_000, 15_000_000, 0, 10_240_000));
+        assert!(room_for(1, 0, 0, 0));
+        assert!(!room_for(0, u64::MAX, u64::MAX, u64::MAX));
+        let root = scratch("room");
+        let queue = Queue::open(&root).unwrap();
+        assert!(queue.free_space().unwrap() > 0);
+        assert!(queue.has_room(1, 0, 1000).unwrap());
+        assert!(!queue.has_room(1, u64::MAX / 2, 0).unwrap());
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -155,6 +155,12 @@ pub(crate) async fn run(
                 .into_iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
+            queue_minfree: u64::try_from(svc_config.integer("queue_minfree").map_err(fatal)?)
+                .unwrap_or(0),
+            message_size_limit: u64::try_from(
+                svc_config.integer("message_size_limit").map_err(fatal)?,
+            )
+            .unwrap_or(0),
             log,
         });
         let mut stop = stop_rx.clone();

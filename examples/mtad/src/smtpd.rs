@@ -32,6 +32,10 @@ pub(crate) struct Service {
     pub(crate) mail_name: String,
     /// `fast_flush_domains`, lower-cased: the domains ETRN may flush.
     pub(crate) fast_flush_domains: Vec<String>,
+    /// `queue_minfree` and `message_size_limit`, for the free-space check
+    /// at MAIL FROM.
+    pub(crate) queue_minfree: u64,
+    pub(crate) message_size_limit: u64,
     pub(crate) log: Log,
 }
 
@@ -142,6 +146,21 @@ impl Session {
                 Some(self.check(Stage::Helo, conn).await.into())
             }
             Event::Mail { from, params } => {
+                // statvfs(2) is a quick call; Postfix makes it at every MAIL.
+                let room = self.service.cleanup.queue().has_room(
+                    params.size.unwrap_or(0),
+                    self.service.queue_minfree,
+                    self.service.message_size_limit,
+                );
+                if !room.unwrap_or(true) {
+                    self.service.log.warning(&format!(
+                        "not enough free space in the queue file system for mail from {}",
+                        self.client
+                    ));
+                    return Some(Decision2::Reply(reply(
+                        "452 4.3.1 Insufficient system storage",
+                    )));
+                }
                 let sender = from.mailbox().map(|m| m.to_string()).unwrap_or_default();
                 let ctx = self.ctx(conn);
                 ctx.sender = Some(sender);
