@@ -13,6 +13,8 @@
 //!   (address rewriting and the header fixes for local submissions are
 //!   still to come).
 //!
+//! - [`listing`]: the queue listing of `postqueue -p` and `mailq`.
+//!
 //! Still to come (see the README's status): the scheduler, bounce and delay notices, and the
 //! administration operations behind `postqueue`, `postsuper` and
 //! `postcat`. It will not deliver mail itself: agents in `mta-delivery`
@@ -48,4 +50,5 @@
 
 pub mod cleanup;
 pub mod file;
+pub mod listing;
 pub mod store;

@@ -193,7 +193,10 @@ impl Queue {
         let st = nix::sys::statvfs::statvfs(&self.root).map_err(io::Error::from)?;
         // The C types are 32 bits wide on some platforms, 64 on others.
         #[allow(clippy::useless_conversion)]
-        let (blocks, size) = (u64::from(st.blocks_available()), u64::from(st.fragment_size()));
+        let (blocks, size) = (
+            u64::from(st.blocks_available()),
+            u64::from(st.fragment_size()),
+        );
         Ok(blocks.saturating_mul(size))
     }
 

@@ -12,6 +12,7 @@ mod master;
 mod postcat;
 mod postconf;
 mod postmap;
+mod postqueue;
 mod smtpd;
 
 use std::path::PathBuf;
@@ -97,6 +98,18 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The queue listing (postqueue(1) -p).
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Postqueue {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The queue listing (mailq(1)).
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Mailq {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Rebuild the alias_database tables (newaliases(1)).
     #[command(disable_help_flag = true, allow_hyphen_values = true)]
     Newaliases {
@@ -107,7 +120,15 @@ enum Command {
 
 /// The Postfix tools mtad answers to, as a subcommand or through a link
 /// with the tool's name.
-const TOOLS: &[&str] = &["postconf", "postmap", "postalias", "newaliases", "postcat"];
+const TOOLS: &[&str] = &[
+    "postconf",
+    "postmap",
+    "postalias",
+    "newaliases",
+    "postcat",
+    "postqueue",
+    "mailq",
+];
 
 /// Runs one tool with its own command line (`args[0]` is its name); the
 /// exit status follows the tool's conventions (postmap -q: 1 when not
@@ -153,6 +174,7 @@ fn run_tool(tool: &str, args: Vec<String>) -> Result<ExitCode, Fatal> {
             postmap::newaliases(dir).map(|()| ExitCode::SUCCESS)
         }
         "postcat" => postcat::run(&args).map(|()| ExitCode::SUCCESS),
+        "postqueue" | "mailq" => postqueue::run(&args, tool == "mailq").map(|()| ExitCode::SUCCESS),
         _ => Err(Fatal(format!("unknown tool {tool}"))),
     }
 }
@@ -186,6 +208,8 @@ fn main() -> ExitCode {
                 | Command::Postmap { .. }
                 | Command::Postalias { .. }
                 | Command::Postcat { .. }
+                | Command::Postqueue { .. }
+                | Command::Mailq { .. }
                 | Command::Newaliases { .. },
             ) => {
                 unreachable!("tools are dispatched before the daemon's command line")

@@ -189,6 +189,23 @@ fn the_reference_site_receives_and_queues_mail() {
         queued.envelope.attribute("client_address"),
         Some("127.0.0.1")
     );
+    // mailq lists it.
+    let out = Command::new(MTAD)
+        .args(["mailq", "-c", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        listing.starts_with("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n"),
+        "{listing}"
+    );
+    assert!(listing.contains(&format!("{id} ")), "{listing}");
+    assert!(listing.contains("  alice@example.org\n"), "{listing}");
+    assert!(
+        listing.contains(&format!("{:41}carol@example.com\n", "")),
+        "{listing}"
+    );
+    assert!(listing.ends_with("in 1 Request.\n"), "{listing}");
     // postcat finds it by queue ID, as Postfix's does.
     let out = Command::new(MTAD)
         .args(["postcat", "-c", &dir.display().to_string(), "-q", &id])
