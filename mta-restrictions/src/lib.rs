@@ -18,8 +18,9 @@
 //! What this crate does not do: talk SMTP (the `mta-smtp` session asks,
 //! this crate answers), look up DNS itself (a [`mta_core::dns::Resolver`]
 //! is passed in), or read files other than through `mta-maps` tables.
-//! Still to come: `check_policy_service` and the relay-safety report for
-//! `mtad check`.
+//! - [`policy`]: `check_policy_service`, the policy delegation protocol,
+//!   through a [`policy::PolicyClient`] the caller installs.
+//! - [`relay`]: the relay-safety report of `mtad check`.
 //!
 //! # Example
 //! ```
@@ -56,4 +57,6 @@
 
 pub mod access;
 pub mod content;
+pub mod policy;
+pub mod relay;
 pub mod restriction;

@@ -27,7 +27,7 @@
 //! caching [`Resolver`] gives the same effect.
 //!
 //! Not supported, and refused by `from_config` with the parameter's file
-//! and line so that nothing is silently ignored: `check_policy_service`,
+//! and line so that nothing is silently ignored:
 //! `reject_unverified_sender`/`_recipient` (address verification), the TLS
 //! client certificate restrictions, and the other restrictions this module
 //! does not list in [`RESTRICTION_NAMES`].
@@ -47,6 +47,7 @@ use mta_maps::registry::{Registry, split_references};
 use mta_maps::search::{SearchKey, SearchStyle, keys};
 
 use crate::access::{AccessAction, MessageAction};
+use crate::policy::{PolicyClient, PolicyError, PolicyRequest, PolicyService};
 
 /// The SMTP command (or moment) a decision is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -241,11 +242,11 @@ pub const RESTRICTION_NAMES: &[&str] = &[
     "check_recipient_ns_access",
     "check_helo_mx_access",
     "check_helo_ns_access",
+    "check_policy_service",
 ];
 
 /// Names Postfix knows that this engine does not implement yet.
 const NOT_IMPLEMENTED: &[&str] = &[
-    "check_policy_service",
     "reject_unverified_sender",
     "reject_unverified_recipient",
     "permit_tls_clientcerts",
@@ -413,6 +414,7 @@ enum Restriction {
     PermitDnswlClient(Dnsbl),
     CheckAccess(AccessTarget, Arc<MapList>),
     CheckServerAccess(AccessTarget, ServerKind, Arc<MapList>),
+    CheckPolicyService(Arc<PolicyService>),
     Class(String),
 }
 
@@ -420,6 +422,8 @@ enum Restriction {
 #[derive(Debug, Clone, Default)]
 struct RestrictionList {
     items: Vec<Restriction>,
+    /// Each item as written (name and argument), for reports.
+    texts: Vec<String>,
 }
 
 /// A domain list (`mydestination`, `relay_domains`, ...): literal names
@@ -727,6 +731,7 @@ pub struct Restrictions {
     soft_bounce: bool,
     reject_unlisted_recipient: bool,
     reject_unlisted_sender: bool,
+    allow_untrusted_routing: bool,
     codes: Codes,
     rewrite: RewriteConfig,
     delimiter: RecipientDelimiter,
@@ -744,7 +749,18 @@ pub struct Restrictions {
     relay_recipient_maps: MapList,
     relocated_maps: MapList,
     rbl_reply_maps: MapList,
+    policy_client: PolicyClientSlot,
     warnings: Vec<String>,
+}
+
+/// The installed policy client; `Debug` without requiring it of clients.
+#[derive(Default)]
+struct PolicyClientSlot(Option<Arc<dyn PolicyClient>>);
+
+impl std::fmt::Debug for PolicyClientSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 /// The parameters that hold restriction lists, with their stage.
@@ -788,8 +804,11 @@ fn parse_words(
     parameter: &str,
 ) -> Result<RestrictionList, String> {
     let mut items = Vec::new();
+    let mut texts = Vec::new();
+    let all_words = words;
     let mut words = words.iter();
     while let Some(word) = words.next() {
+        let start = all_words.len() - words.as_slice().len() - 1;
         let lower = word.to_ascii_lowercase();
         let mut argument = |what: &str| -> Result<String, String> {
             words
@@ -883,6 +902,16 @@ fn parse_words(
             "check_recipient_ns_access" => table(AccessTarget::Recipient, Some(ServerKind::Ns))?,
             "check_helo_mx_access" => table(AccessTarget::Helo, Some(ServerKind::Mx))?,
             "check_helo_ns_access" => table(AccessTarget::Helo, Some(ServerKind::Ns))?,
+            "check_policy_service" => {
+                let service = argument("inet:host:port or unix:/path")?;
+                let Some((config, _)) = open else {
+                    return Err(format!(
+                        "{word} {service}: policy services cannot be named in an access table result"
+                    ));
+                };
+                let service = PolicyService::from_argument(&service, config)?;
+                Restriction::CheckPolicyService(Arc::new(service))
+            }
             _ if classes.iter().any(|c| c.eq_ignore_ascii_case(word)) => {
                 Restriction::Class(word.to_string())
             }
@@ -898,8 +927,10 @@ fn parse_words(
             }
         };
         items.push(restriction);
+        let end = all_words.len() - words.as_slice().len();
+        texts.push(all_words[start..end].join(" "));
     }
-    Ok(RestrictionList { items })
+    Ok(RestrictionList { items, texts })
 }
 
 fn tempfail_defers(config: &Config, name: &str) -> Result<bool, ConfigError> {
@@ -1037,6 +1068,7 @@ impl Restrictions {
             soft_bounce: config.boolean("soft_bounce")?,
             reject_unlisted_recipient: config.boolean("smtpd_reject_unlisted_recipient")?,
             reject_unlisted_sender: config.boolean("smtpd_reject_unlisted_sender")?,
+            allow_untrusted_routing: config.boolean("allow_untrusted_routing")?,
             codes,
             delimiter: RecipientDelimiter::new(&config.expanded("recipient_delimiter")?),
             null_access_key: config.expanded("smtpd_null_access_lookup_key")?,
@@ -1067,9 +1099,17 @@ impl Restrictions {
             relay_recipient_maps: tables("relay_recipient_maps")?,
             relocated_maps: tables("relocated_maps")?,
             rbl_reply_maps: tables("rbl_reply_maps")?,
+            policy_client: PolicyClientSlot::default(),
             rewrite,
             warnings,
         })
+    }
+
+    /// Installs the client that `check_policy_service` sends its
+    /// requests through (see [`crate::policy`]). Without one, every policy
+    /// restriction answers with its default action.
+    pub fn set_policy_client(&mut self, client: Arc<dyn PolicyClient>) {
+        self.policy_client = PolicyClientSlot(Some(client));
     }
 
     /// Warnings from reading the configuration (features turned off).
@@ -1097,6 +1137,142 @@ impl Restrictions {
     }
 }
 
+/// How one restriction treats a RCPT TO from a client outside
+/// `mynetworks`, not authenticated, for a recipient outside the local,
+/// virtual and relay domains: what [`crate::relay`] reasons with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RelayEffect {
+    /// Always refuses it: `reject`, `defer`, `reject_unauth_destination`,
+    /// `defer_unauth_destination`.
+    Refuses,
+    /// `defer_if_permit`: from here on nothing can be accepted.
+    DefersAnyPermit,
+    /// `permit`: accepts it.
+    Permits,
+    /// `permit_mynetworks`: applies only when `mynetworks` covers every
+    /// client.
+    PermitMynetworks,
+    /// `warn_if_reject`: the next restriction's rejection is only logged.
+    WarnNext,
+    /// Cannot permit it, might reject it: go on.
+    Continues,
+    /// The outcome depends on data: a table, DNS, a policy service.
+    Depends(String),
+    /// A restriction class: its own list, by name.
+    Class(String),
+}
+
+impl Restriction {
+    fn relay_effect(&self) -> RelayEffect {
+        match self {
+            Restriction::Reject
+            | Restriction::Defer
+            | Restriction::RejectUnauthDestination
+            | Restriction::DeferUnauthDestination => RelayEffect::Refuses,
+            Restriction::DeferIfPermit => RelayEffect::DefersAnyPermit,
+            Restriction::Permit => RelayEffect::Permits,
+            Restriction::PermitMynetworks => RelayEffect::PermitMynetworks,
+            Restriction::WarnIfReject => RelayEffect::WarnNext,
+            // Permits only our own destinations.
+            Restriction::PermitAuthDestination
+            // Never for an unauthenticated client.
+            | Restriction::PermitSaslAuthenticated
+            // Never overrides reject_unauth_destination at RCPT TO, in
+            // Postfix as here.
+            | Restriction::PermitDnswlClient(_)
+            | Restriction::DeferIfReject
+            | Restriction::RejectUnauthPipelining
+            | Restriction::RejectUnknownClientHostname
+            | Restriction::RejectUnknownReverseClientHostname
+            | Restriction::RejectInvalidHeloHostname
+            | Restriction::RejectNonFqdnHeloHostname
+            | Restriction::RejectUnknownHeloHostname
+            | Restriction::RejectNonFqdnSender
+            | Restriction::RejectNonFqdnRecipient
+            | Restriction::RejectUnknownSenderDomain
+            | Restriction::RejectUnknownRecipientDomain
+            | Restriction::RejectUnlistedSender
+            | Restriction::RejectUnlistedRecipient
+            | Restriction::RejectMultiRecipientBounce
+            | Restriction::RejectRblClient(_)
+            | Restriction::RejectRhsbl(..) => RelayEffect::Continues,
+            Restriction::PermitMxBackup => RelayEffect::Depends(
+                "DNS decides: it accepts any domain whose MX records name this host, \
+                 and whoever owns a domain controls its MX records"
+                    .into(),
+            ),
+            Restriction::CheckAccess(target, _) => RelayEffect::Depends(
+                match target {
+                    AccessTarget::Client | AccessTarget::ReverseClient => {
+                        "the table decides: an OK (or a restriction list) for a client's \
+                         address or name would let that client relay"
+                    }
+                    AccessTarget::Helo => {
+                        "the table decides, on the HELO name, which the client chooses freely"
+                    }
+                    AccessTarget::Sender => {
+                        "the table decides, on the sender address, which the client chooses \
+                         freely: one OK entry lets anyone relay by forging that sender"
+                    }
+                    AccessTarget::Recipient => {
+                        "the table decides: an OK for a domain outside the local, virtual \
+                         and relay domains would relay to it"
+                    }
+                }
+                .into(),
+            ),
+            Restriction::CheckServerAccess(..) => RelayEffect::Depends(
+                "DNS and a table decide: the MX or NS hosts of a name the client chooses".into(),
+            ),
+            Restriction::CheckPolicyService(_) => RelayEffect::Depends(
+                "a policy service decides, and its OK would be final for this list".into(),
+            ),
+            Restriction::Class(name) => RelayEffect::Class(name.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// The restriction lists of a RCPT TO, for [`crate::relay`].
+pub(crate) enum RcptList {
+    /// `smtpd_client_restrictions`.
+    Client,
+    /// `smtpd_helo_restrictions`.
+    Helo,
+    /// `smtpd_sender_restrictions`.
+    Sender,
+    /// `smtpd_relay_restrictions`.
+    Relay,
+    /// `smtpd_recipient_restrictions`.
+    Recipient,
+}
+
+impl Restrictions {
+    /// The items of a list as written, with their effect on relaying.
+    pub(crate) fn relay_view(&self, list: RcptList) -> Vec<(String, RelayEffect)> {
+        let list = match list {
+            RcptList::Client => &self.client,
+            RcptList::Helo => &self.helo,
+            RcptList::Sender => &self.sender,
+            RcptList::Relay => &self.relay,
+            RcptList::Recipient => &self.recipient,
+        };
+        Self::view(list)
+    }
+
+    /// The items of restriction class `name` (lower case), if defined.
+    pub(crate) fn relay_class_view(&self, name: &str) -> Option<Vec<(String, RelayEffect)>> {
+        self.classes.get(name).map(Self::view)
+    }
+
+    fn view(list: &RestrictionList) -> Vec<(String, RelayEffect)> {
+        list.texts
+            .iter()
+            .cloned()
+            .zip(list.items.iter().map(Restriction::relay_effect))
+            .collect()
+    }
+}
+
 /// The outcome of one restriction or list.
 enum Outcome {
     Permit,
@@ -1113,6 +1289,7 @@ struct Evaluation<'a> {
     ctx: &'a SmtpContext,
     dns: &'a dyn Resolver,
     command: &'static str,
+    stage: Stage,
     warn_if_reject: bool,
     defer_if_permit: Deferral,
     defer_if_reject: Deferral,
@@ -1243,6 +1420,47 @@ fn domain_keys(name: &str, parent_matches: bool) -> Vec<SearchKey> {
     out
 }
 
+/// Where the relay checks see a recipient going: its final domain, and
+/// whether the local part still routes further.
+struct Route {
+    domain: String,
+    routed: bool,
+}
+
+/// Splits sender-specified routing out of a local part, as trivial-rewrite
+/// does: the rightmost `@` (only when looking inside quotes:
+/// `resolve_dequoted_address`), else the first `!` (`swap_bangpath`,
+/// `site!user`), else the rightmost `%` (`allow_percent_hack`). `!` and `%`
+/// count only in a local part that needs no quotes, or when looking inside
+/// quotes. When the local part holds an address literal, Postfix's token
+/// order tries `%` before `!`. Returns the new local part and domain.
+fn unroute(
+    rewrite: &RewriteConfig,
+    local: &str,
+    look_inside_quotes: bool,
+) -> Option<(String, String)> {
+    let visible = look_inside_quotes
+        || mta_core::address::LocalPart::new(local).is_ok_and(|l| !l.needs_quoting());
+    let at = || look_inside_quotes.then(|| local.rsplit_once('@')).flatten();
+    let bang = || {
+        (visible && rewrite.swap_bangpath)
+            .then(|| local.split_once('!'))
+            .flatten()
+            .map(|(site, user)| (user, site))
+    };
+    let percent = || {
+        (visible && rewrite.allow_percent_hack)
+            .then(|| local.rsplit_once('%'))
+            .flatten()
+    };
+    let (user, site) = if local.contains('[') {
+        at().or_else(percent).or_else(bang)
+    } else {
+        at().or_else(bang).or_else(percent)
+    }?;
+    Some((user.to_string(), site.to_string()))
+}
+
 impl<'a> Evaluation<'a> {
     fn new(
         r: &'a Restrictions,
@@ -1271,6 +1489,7 @@ impl<'a> Evaluation<'a> {
             ctx,
             dns,
             command,
+            stage,
             warn_if_reject: false,
             defer_if_permit: None,
             defer_if_reject: None,
@@ -1431,15 +1650,67 @@ impl<'a> Evaluation<'a> {
         }
     }
 
-    /// The class of a recipient domain: whether mail for it is ours to
-    /// take (local, virtual, relay).
+    /// Whether mail for `rcpt` is ours to take (local, virtual, relay):
+    /// Postfix's `permit_auth_destination` on the address as
+    /// trivial-rewrite resolves it. Routing through a local domain is
+    /// followed first (`user%elsewhere@ourhost` goes to `elsewhere`), and a
+    /// destination whose local part still holds `@`, `%` or `!` is never
+    /// authorized unless `allow_untrusted_routing = yes`: the next hop
+    /// could route it on to anywhere.
     async fn authorized_destination(&mut self, rcpt: &str) -> Result<bool, MapError> {
-        let domain = match address_domain(rcpt) {
-            Some(d) => d.to_string(),
-            // A bare `user` is completed with $myorigin by trivial-rewrite.
-            None => self.r.rewrite.myorigin.as_str().to_string(),
+        let route = self.resolve_route(rcpt).await?;
+        if route.routed && !self.r.allow_untrusted_routing {
+            return Ok(false);
+        }
+        self.domain_is_ours(&route.domain).await
+    }
+
+    /// Postfix's resolver loop for the relay checks: while the domain is
+    /// local and the local part holds a routing operator, drop the domain
+    /// and resolve the local part as an address of its own.
+    async fn resolve_route(&self, rcpt: &str) -> Result<Route, MapError> {
+        let rewrite = &self.r.rewrite;
+        let (mut local, domain) = match rcpt.parse::<MailAddress>() {
+            Ok(a) => (
+                a.local_part().as_str().to_string(),
+                a.domain().map(|d| d.as_str().to_string()),
+            ),
+            // Not an address the parser takes: split at the last `@`, as
+            // the SMTP layer would have, and let the operators left in the
+            // local part mark it routed.
+            Err(_) => match rcpt.rsplit_once('@') {
+                Some((l, d)) => (l.to_string(), Some(d.to_string())),
+                None => (rcpt.to_string(), None),
+            },
         };
-        self.domain_is_ours(&domain).await
+        let mut domain = match domain.filter(|d| !d.is_empty()) {
+            Some(d) => d,
+            // trivial-rewrite's rewrite step: operators outside quotes, then
+            // `@$myorigin`.
+            None => match unroute(rewrite, &local, false) {
+                Some((l, d)) => {
+                    local = l;
+                    d
+                }
+                None => rewrite.myorigin.as_str().to_string(),
+            },
+        };
+        // Each round shortens the local part, so this ends; the bound only
+        // guards against a mistake.
+        for _ in 0..MAX_DEPTH {
+            if !self.local_domain(&domain).await? {
+                break;
+            }
+            match unroute(rewrite, &local, rewrite.resolve_dequoted_address) {
+                Some((l, d)) => {
+                    local = l;
+                    domain = d;
+                }
+                None => break,
+            }
+        }
+        let routed = local.contains(['@', '%', '!']);
+        Ok(Route { domain, routed })
     }
 
     async fn domain_is_ours(&self, domain: &str) -> Result<bool, MapError> {
@@ -1839,11 +2110,44 @@ impl<'a> Evaluation<'a> {
             Restriction::CheckServerAccess(target, kind, maps) => {
                 self.check_server_access(*target, *kind, maps).await
             }
+            Restriction::CheckPolicyService(service) => {
+                self.policy(service, reply_name, reply_class).await
+            }
             Restriction::Class(name) => match r.classes.get(&name.to_ascii_lowercase()) {
                 Some(list) => self.generic(list, reply_name, reply_class).await,
                 None => self.config_error(&format!("unknown restriction class {name}")),
             },
         }
+    }
+
+    /// `check_policy_service`: the server's action, applied as an access
+    /// table result; when the server cannot answer, the default action.
+    async fn policy(
+        &mut self,
+        service: &PolicyService,
+        reply_name: &str,
+        reply_class: &str,
+    ) -> Outcome {
+        let request = PolicyRequest::from_context(self.stage, self.ctx, service);
+        let answer = match &self.r.policy_client.0 {
+            Some(client) => client.query(service, &request).await,
+            None => Err(PolicyError::NoClient {
+                endpoint: service.endpoint.to_string(),
+            }),
+        };
+        let action = match answer {
+            Ok(action) => action,
+            Err(e) => {
+                if !self.quiet {
+                    self.log.push(format!(
+                        "warning: problem talking to server {}: {e}; using default action {}",
+                        service.endpoint, service.default_action
+                    ));
+                }
+                service.default_action.clone()
+            }
+        };
+        self.table_result(&action, reply_name, reply_class).await
     }
 
     /// `permit_mx_backup`: our own destinations, or a domain whose MX
@@ -1855,9 +2159,20 @@ impl<'a> Evaluation<'a> {
             Ok(false) => {}
             Err(e) => return self.lookup_failure(rcpt, &e),
         }
-        let Some(domain) = address_domain(rcpt) else {
-            return Outcome::Dunno;
+        // Postfix never backs up sender-routed mail: the primary could
+        // route it on to anywhere.
+        let route = match self.resolve_route(rcpt).await {
+            Ok(route) => route,
+            Err(e) => return self.lookup_failure(rcpt, &e),
         };
+        if route.routed && !self.r.allow_untrusted_routing {
+            return Outcome::Dunno;
+        }
+        let domain = route.domain.trim_end_matches('.').to_string();
+        let domain = domain.as_str();
+        if domain.is_empty() || domain.starts_with('[') {
+            return Outcome::Dunno;
+        }
         let mx = match self.dns.lookup_mx(domain).await {
             DnsAnswer::Found(mx) => mx,
             DnsAnswer::TempFail(_) => {
@@ -2065,7 +2380,17 @@ impl<'a> Evaluation<'a> {
                     return Outcome::Dunno;
                 };
                 let key_list = self.address_keys(address);
-                self.search_and_act(maps, &key_list, address, class).await
+                let outcome = self.search_and_act(maps, &key_list, address, class).await;
+                // Postfix's check_mail_access: an OK for a sender-routed
+                // recipient is too suspicious to honour.
+                if target == AccessTarget::Recipient
+                    && matches!(outcome, Outcome::Permit)
+                    && !self.r.allow_untrusted_routing
+                    && self.resolve_route(address).await.is_ok_and(|r| r.routed)
+                {
+                    return Outcome::Dunno;
+                }
+                outcome
             }
         }
     }

@@ -13,6 +13,8 @@ use mta_maps::registry::{OpenContext, Registry};
 use mta_queue::cleanup::Cleanup;
 use mta_queue::store::{Committer, Queue};
 use mta_restrictions::content::{ContentLimits, ContentTables};
+use mta_restrictions::policy::{PolicyClient, StdPolicyClient};
+use mta_restrictions::relay::{RelaySafety, relay_safety};
 use mta_restrictions::restriction::Restrictions;
 use mta_smtp::dns::HickoryResolver;
 use mta_smtp::server::ServerConfig;
@@ -100,6 +102,8 @@ pub(crate) async fn run(
         }
     });
 
+    let policy: Arc<dyn PolicyClient> =
+        Arc::new(crate::policy::OffRuntime(Arc::new(StdPolicyClient::new())));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for service in master.effective_services() {
@@ -116,7 +120,17 @@ pub(crate) async fn run(
         let overrides = service.command().overrides().to_vec();
         let svc_config = config.with_overrides(&overrides);
         let session = ServerConfig::from_config(&svc_config, false).map_err(fatal)?;
-        let restrictions = Restrictions::from_config(&svc_config, &registry).map_err(fatal)?;
+        let mut restrictions = Restrictions::from_config(&svc_config, &registry).map_err(fatal)?;
+        // Never an open relay: refuse to start, as Postfix's smtpd does
+        // without a working reject_unauth_destination.
+        if let safety @ RelaySafety::OpenRelay { .. } = relay_safety(&svc_config, &restrictions) {
+            return Err(fatal(format!(
+                "service {} ({master_path}, line {}): {safety}",
+                service.name(),
+                service.line()
+            )));
+        }
+        restrictions.set_policy_client(Arc::clone(&policy));
         let svc_syslog = svc_config.expanded("syslog_name").map_err(fatal)?;
         let log = Log::new(&hostname, &svc_syslog, "smtpd");
         for w in restrictions.warnings() {

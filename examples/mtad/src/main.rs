@@ -9,6 +9,7 @@ mod daemon;
 mod host;
 mod log;
 mod master;
+mod policy;
 mod postcat;
 mod postconf;
 mod postmap;
@@ -214,7 +215,7 @@ fn main() -> ExitCode {
             ) => {
                 unreachable!("tools are dispatched before the daemon's command line")
             }
-            Some(Command::Check) => check(cli.config_dir).map(drop),
+            Some(Command::Check) => check_all(cli.config_dir),
             None => run_daemon(cli.config_dir),
         }
     };
@@ -250,6 +251,63 @@ fn check(flag: Option<PathBuf>) -> Result<postconf::Loaded, Fatal> {
             dir.display()
         )))
     }
+}
+
+/// `mtad check`: the configuration checks, then, for every `smtpd`
+/// service of `master.cf` (with its `-o` overrides), the restriction
+/// lists and the relay-safety report: an open relay is an error, a
+/// configuration whose safety depends on data is a warning that names
+/// the rule.
+fn check_all(flag: Option<PathBuf>) -> Result<(), Fatal> {
+    let (dir, explicit) = config_dir(flag);
+    let dir = std::fs::canonicalize(&dir)
+        .map_err(|e| Fatal(format!("{}: {}", dir.display(), io_reason(&e))))?;
+    let loaded = check(explicit.then(|| dir.clone()))?;
+    let master_path = dir.join("master.cf").display().to_string();
+    let master_text = loaded.master_text.clone().unwrap_or_default();
+    let (master, _) = mta_core::config::master_cf::MasterCf::parse(&master_text, &master_path)
+        .map_err(|e| Fatal(e.to_string()))?;
+    let registry = mta_maps::registry::Registry::new(mta_maps::registry::OpenContext {
+        config_directory: Some(dir.clone()),
+        ..Default::default()
+    });
+    let mut errors = 0;
+    for service in master.effective_services() {
+        if service.command().program() != "smtpd" {
+            continue;
+        }
+        let config = loaded.config.with_overrides(service.command().overrides());
+        let at = format!(
+            "{master_path}, line {}: service {}",
+            service.line(),
+            service.name()
+        );
+        match mta_restrictions::restriction::Restrictions::from_config(&config, &registry) {
+            Err(e) => {
+                eprintln!("{}: error: {at}: {e}", program());
+                errors += 1;
+            }
+            Ok(restrictions) => {
+                use mta_restrictions::relay::{RelaySafety, relay_safety};
+                match relay_safety(&config, &restrictions) {
+                    s @ RelaySafety::OpenRelay { .. } => {
+                        eprintln!("{}: error: {at}: {s}", program());
+                        errors += 1;
+                    }
+                    s @ RelaySafety::CannotProve { .. } => {
+                        warn(&format!("{at}: {s}"));
+                    }
+                    s => eprintln!("{}: info: {at}: {s}", program()),
+                }
+            }
+        }
+    }
+    if errors > 0 {
+        return Err(Fatal(format!(
+            "{errors} error(s) in the smtpd services of {master_path}"
+        )));
+    }
+    Ok(())
 }
 
 /// `mtad -c DIR`: the mail system in the foreground. Today that is the

@@ -49,3 +49,46 @@ fn check_names_every_problem_with_file_and_line() {
         );
     }
 }
+
+#[test]
+fn check_refuses_an_open_relay_and_names_the_rule() {
+    let mtad = env!("CARGO_BIN_EXE_mtad");
+    let site = concat!(env!("CARGO_MANIFEST_DIR"), "/../small-office");
+    let ok = Command::new(mtad)
+        .args(["check", "-c", site])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
+    // The reference site is safe: smtpd_relay_restrictions' default
+    // (compatibility level 3.6) refuses relaying first.
+    assert!(stderr.contains("relay control: safe: "), "{stderr}");
+    assert!(stderr.contains("\"defer_unauth_destination\" in smtpd_relay_restrictions"), "{stderr}");
+
+    let dir = std::env::temp_dir().join(format!("mtad-relay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("main.cf"),
+        "compatibility_level = 3.6\nmynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions =\nsmtpd_recipient_restrictions = permit\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("master.cf"), "smtp inet n - n - - smtpd\n").unwrap();
+    let bad = Command::new(mtad)
+        .args(["check", "-c", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("smtpd_recipient_restrictions"), "{stderr}");
+    assert!(stderr.contains("line 4"), "{stderr}");
+    // The daemon refuses to start on it too.
+    let run = Command::new(mtad)
+        .args(["-c", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("OPEN RELAY"), "{stderr}");
+}
