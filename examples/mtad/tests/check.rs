@@ -63,7 +63,10 @@ fn check_refuses_an_open_relay_and_names_the_rule() {
     // The reference site is safe: smtpd_relay_restrictions' default
     // (compatibility level 3.6) refuses relaying first.
     assert!(stderr.contains("relay control: safe: "), "{stderr}");
-    assert!(stderr.contains("\"defer_unauth_destination\" in smtpd_relay_restrictions"), "{stderr}");
+    assert!(
+        stderr.contains("\"defer_unauth_destination\" in smtpd_relay_restrictions"),
+        "{stderr}"
+    );
 
     let dir = std::env::temp_dir().join(format!("mtad-relay-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
