@@ -1240,25 +1240,8 @@ fn unroute(
     look_inside_quotes: bool,
 ) -> Result<Option<MailAddress>, InvalidAddress> {
     let text = local.as_str();
-    let visible = look_inside_quotes || !local.needs_quoting();
-    let bang = || {
-        (visible && config.swap_bangpath)
-            .then(|| text.split_once('!'))
-            .flatten()
-            .map(|(site, user)| (user, site))
-    };
-    let percent = || {
-        (visible && config.allow_percent_hack)
-            .then(|| text.rsplit_once('%'))
-            .flatten()
-    };
-    let at = || look_inside_quotes.then(|| text.rsplit_once('@')).flatten();
-    let split = if text.contains('[') {
-        at().or_else(percent).or_else(bang)
-    } else {
-        at().or_else(bang).or_else(percent)
-    };
-    let Some((user, site)) = split else {
+    let Some((user, site)) = split_route(config, text, local.needs_quoting(), look_inside_quotes)
+    else {
         return Ok(None);
     };
     let bad_route = || InvalidAddress::BadRoute {
@@ -1271,6 +1254,52 @@ fn unroute(
     MailAddress::new(user, Some(domain))
         .map(Some)
         .map_err(|_| bad_route())
+}
+
+/// The routing operator split of [`unroute`], on the text of a local
+/// part (internal form): `(user, site)` for the rightmost `@` (only with
+/// `look_inside_quotes`, Postfix's `resolve_dequoted_address`), else the
+/// first `!` (`site!user`, `swap_bangpath`), else the rightmost `%`
+/// (`allow_percent_hack`); `!` and `%` count only when the local part
+/// `needs_quoting` is false or `look_inside_quotes` is set. With an
+/// address literal (`[`) in it, `%` comes before `!`, as in Postfix.
+/// `None` when nothing routes. The relay checks of `mta-restrictions` use
+/// it to see where a recipient really goes.
+///
+/// ```
+/// use mta_core::address_class::{split_route, RewriteConfig};
+/// let config = RewriteConfig::new("mx.example.com".parse().unwrap(), "example.com".parse().unwrap());
+/// assert_eq!(split_route(&config, "user%elsewhere.example", false, false),
+///            Some(("user", "elsewhere.example")));
+/// assert_eq!(split_route(&config, "site!user", false, false), Some(("user", "site")));
+/// assert_eq!(split_route(&config, "user@elsewhere.example", true, false), None);
+/// assert_eq!(split_route(&config, "user@elsewhere.example", true, true),
+///            Some(("user", "elsewhere.example")));
+/// ```
+pub fn split_route<'a>(
+    config: &RewriteConfig,
+    local: &'a str,
+    needs_quoting: bool,
+    look_inside_quotes: bool,
+) -> Option<(&'a str, &'a str)> {
+    let visible = look_inside_quotes || !needs_quoting;
+    let bang = || {
+        (visible && config.swap_bangpath)
+            .then(|| local.split_once('!'))
+            .flatten()
+            .map(|(site, user)| (user, site))
+    };
+    let percent = || {
+        (visible && config.allow_percent_hack)
+            .then(|| local.rsplit_once('%'))
+            .flatten()
+    };
+    let at = || look_inside_quotes.then(|| local.rsplit_once('@')).flatten();
+    if local.contains('[') {
+        at().or_else(percent).or_else(bang)
+    } else {
+        at().or_else(bang).or_else(percent)
+    }
 }
 
 /// Resolves an all-numeric domain: an address literal when allowed and

@@ -1427,38 +1427,17 @@ struct Route {
     routed: bool,
 }
 
-/// Splits sender-specified routing out of a local part, as trivial-rewrite
-/// does: the rightmost `@` (only when looking inside quotes:
-/// `resolve_dequoted_address`), else the first `!` (`swap_bangpath`,
-/// `site!user`), else the rightmost `%` (`allow_percent_hack`). `!` and `%`
-/// count only in a local part that needs no quotes, or when looking inside
-/// quotes. When the local part holds an address literal, Postfix's token
-/// order tries `%` before `!`. Returns the new local part and domain.
+/// trivial-rewrite's routing split (mta-core's, shared), on a local part
+/// given as text.
 fn unroute(
     rewrite: &RewriteConfig,
     local: &str,
     look_inside_quotes: bool,
 ) -> Option<(String, String)> {
-    let visible = look_inside_quotes
-        || mta_core::address::LocalPart::new(local).is_ok_and(|l| !l.needs_quoting());
-    let at = || look_inside_quotes.then(|| local.rsplit_once('@')).flatten();
-    let bang = || {
-        (visible && rewrite.swap_bangpath)
-            .then(|| local.split_once('!'))
-            .flatten()
-            .map(|(site, user)| (user, site))
-    };
-    let percent = || {
-        (visible && rewrite.allow_percent_hack)
-            .then(|| local.rsplit_once('%'))
-            .flatten()
-    };
-    let (user, site) = if local.contains('[') {
-        at().or_else(percent).or_else(bang)
-    } else {
-        at().or_else(bang).or_else(percent)
-    }?;
-    Some((user.to_string(), site.to_string()))
+    let needs_quoting =
+        mta_core::address::LocalPart::new(local).map_or(true, |l| l.needs_quoting());
+    mta_core::address_class::split_route(rewrite, local, needs_quoting, look_inside_quotes)
+        .map(|(user, site)| (user.to_string(), site.to_string()))
 }
 
 impl<'a> Evaluation<'a> {
