@@ -112,7 +112,8 @@ pub struct CleanupMessage {
     queue: Queue,
     committer: Committer,
     writer: Option<QueueFileWriter>,
-    filter: ContentFilter<'static>,
+    /// `None` once [`finish`](Self::finish) has taken it.
+    filter: Option<ContentFilter<'static>>,
     buffer: Vec<u8>,
     error: Option<io::Error>,
 }
@@ -189,7 +190,11 @@ impl Cleanup {
             queue: self.queue.clone(),
             committer: self.committer.clone(),
             writer: Some(writer),
-            filter: ContentFilter::shared(Arc::clone(&self.tables), self.limits, context),
+            filter: Some(ContentFilter::shared(
+                Arc::clone(&self.tables),
+                self.limits,
+                context,
+            )),
             buffer: Vec::new(),
             error: None,
         };
@@ -211,7 +216,9 @@ impl CleanupMessage {
     pub fn write(&mut self, chunk: &[u8]) {
         let buffer = &mut self.buffer;
         let mut sink = |p: Piece<'_>| p.write_to(buffer);
-        self.filter.feed(chunk, &mut sink);
+        if let Some(filter) = self.filter.as_mut() {
+            filter.feed(chunk, &mut sink);
+        }
         self.flush();
     }
 
@@ -239,14 +246,7 @@ impl CleanupMessage {
     pub fn finish(mut self) -> Result<Queued, CleanupError> {
         let buffer = &mut self.buffer;
         let mut sink = |p: Piece<'_>| p.write_to(buffer);
-        let filter = std::mem::replace(
-            &mut self.filter,
-            ContentFilter::shared(
-                Arc::new(ContentTables::default()),
-                ContentLimits::default(),
-                MessageContext::default(),
-            ),
-        );
+        let filter = self.filter.take().expect("finish once");
         let verdict = filter.finish(&mut sink);
         self.flush();
         if let Some(reply) = verdict.reply() {

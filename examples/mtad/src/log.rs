@@ -24,7 +24,7 @@ impl Log {
     fn line(&self, text: &str) {
         eprintln!(
             "{} {} {}: {text}",
-            syslog_time(SystemTime::now()),
+            mta_core::date::syslog(SystemTime::now()),
             self.host,
             self.tag
         );
@@ -39,14 +39,4 @@ impl Log {
     pub(crate) fn warning(&self, text: &str) {
         self.line(&format!("warning: {text}"));
     }
-}
-
-/// `Nov 22 06:50:00`, as syslog stamps lines.
-pub(crate) fn syslog_time(t: SystemTime) -> String {
-    mta_core::date::syslog(t)
-}
-
-/// `Sun, 22 Nov 2026 06:50:00 +0000 (UTC)`, for `Received:` headers.
-pub(crate) fn rfc5322_date(t: SystemTime) -> String {
-    mta_core::date::rfc5322(t)
 }

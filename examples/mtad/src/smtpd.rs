@@ -19,7 +19,7 @@ use mta_restrictions::content::MessageContext;
 use mta_restrictions::restriction::{Decision, Restrictions, SmtpContext, Stage, Verdict};
 use mta_smtp::command::MailParameters;
 use mta_smtp::server::Event;
-use mta_smtp::transport::{ConnectionInfo, HandlerFuture, SessionHandler};
+use mta_smtp::transport::{ConnectionInfo, Decision as Answer, HandlerFuture, SessionHandler};
 
 use crate::log::Log;
 
@@ -81,11 +81,14 @@ impl Session {
     /// Asks the restrictions about `stage` and turns the answer into the
     /// session's decision, logging what Postfix logs.
     async fn check(&mut self, stage: Stage, conn: &ConnectionInfo) -> Decision {
-        let ctx = self.ctx(conn).clone();
+        // Borrowed, not copied: ctx and service are separate fields.
+        let ctx = self
+            .ctx
+            .get_or_insert_with(|| SmtpContext::new(conn.peer.ip()));
         let decision = self
             .service
             .restrictions
-            .evaluate(stage, &ctx, self.service.dns.as_ref())
+            .evaluate(stage, ctx, self.service.dns.as_ref())
             .await;
         for line in &decision.log {
             self.service.log.info(line);
@@ -119,7 +122,7 @@ impl Session {
         ));
         // As Postfix: "for <rcpt>" only with one recipient, and the date
         // on a line of its own otherwise.
-        let date = crate::log::rfc5322_date(SystemTime::now());
+        let date = mta_core::date::rfc5322(SystemTime::now());
         match self.recipients.as_slice() {
             [only] => h.push_str(&format!("\r\n\tfor <{}>; {date}", only.address)),
             _ => h.push_str(&format!(";\r\n\t{date}")),
@@ -127,14 +130,14 @@ impl Session {
         h
     }
 
-    async fn handle(&mut self, event: &Event, conn: &ConnectionInfo) -> Option<Decision2> {
+    async fn handle(&mut self, event: &Event, conn: &ConnectionInfo) -> Option<Answer> {
         match event {
             Event::Connect => {
                 self.client = conn.client();
                 self.service
                     .log
                     .info(&format!("connect from {}", self.client));
-                Some(self.check(Stage::Connect, conn).await.into())
+                Some(answer(self.check(Stage::Connect, conn).await))
             }
             Event::Helo { name, extended } => {
                 self.helo = Some(name.clone());
@@ -143,7 +146,7 @@ impl Session {
                 ctx.helo = Some(name.clone());
                 ctx.esmtp = *extended;
                 self.reset();
-                Some(self.check(Stage::Helo, conn).await.into())
+                Some(answer(self.check(Stage::Helo, conn).await))
             }
             Event::Mail { from, params } => {
                 // statvfs(2) is a quick call; Postfix makes it at every MAIL.
@@ -157,7 +160,7 @@ impl Session {
                         "not enough free space in the queue file system for mail from {}",
                         self.client
                     ));
-                    return Some(Decision2::Reply(reply(
+                    return Some(Answer::Reply(reply(
                         "452 4.3.1 Insufficient system storage",
                     )));
                 }
@@ -171,7 +174,7 @@ impl Session {
                     self.sender = Some((from.clone(), params.clone()));
                     self.recipients.clear();
                 }
-                Some(d.into())
+                Some(answer(d))
             }
             Event::Rcpt { to, params } => {
                 let count = self.recipients.len();
@@ -195,12 +198,12 @@ impl Session {
                     }
                     self.recipients.push(r);
                 }
-                Some(d.into())
+                Some(answer(d))
             }
             Event::DataStart => {
                 let d = self.check(Stage::Data, conn).await;
                 if d.is_reject() {
-                    return Some(d.into());
+                    return Some(answer(d));
                 }
                 Some(self.begin(conn))
             }
@@ -215,24 +218,24 @@ impl Session {
                 self.reset();
                 None
             }
-            Event::Vrfy(_) => Some(Decision2::Accept),
+            Event::Vrfy(_) => Some(Answer::Accept),
             Event::Etrn(arg) => {
                 // RFC 1985: `@domain` and `#queue` forms name a domain too.
                 let domain = arg.trim_start_matches(['@', '#']).to_ascii_lowercase();
                 if self.service.fast_flush_domains.contains(&domain) {
                     // The queue's flush comes with the scheduler; the
                     // deferred mail is retried on its own schedule.
-                    Some(Decision2::Accept)
+                    Some(Answer::Accept)
                 } else {
-                    Some(Decision2::Reply(reply(&format!(
+                    Some(Answer::Reply(reply(&format!(
                         "459 <{arg}>: service unavailable"
                     ))))
                 }
             }
-            Event::Auth { .. } | Event::AuthResponse(_) => Some(Decision2::Reply(reply(
+            Event::Auth { .. } | Event::AuthResponse(_) => Some(Answer::Reply(reply(
                 "535 5.7.8 Error: authentication failed: no mechanism available",
             ))),
-            Event::StartTls => Some(Decision2::Accept),
+            Event::StartTls => Some(Answer::Accept),
             Event::Quit | Event::Closed(_) => {
                 self.reset();
                 self.service
@@ -244,9 +247,9 @@ impl Session {
         }
     }
 
-    fn begin(&mut self, conn: &ConnectionInfo) -> Decision2 {
+    fn begin(&mut self, conn: &ConnectionInfo) -> Answer {
         let Some((from, params)) = &self.sender else {
-            return Decision2::Reply(reply("503 5.5.1 Error: need MAIL command"));
+            return Answer::Reply(reply("503 5.5.1 Error: need MAIL command"));
         };
         let arrival = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -288,25 +291,25 @@ impl Session {
                 m.write(received.as_bytes());
                 m.write(b"\r\n");
                 self.message = Some(m);
-                Decision2::Accept
+                Answer::Accept
             }
             Err(e) => {
                 self.service
                     .log
                     .warning(&format!("queue file write error: {e}"));
-                Decision2::Reply(reply("451 4.3.0 Error: queue file write error"))
+                Answer::Reply(reply("451 4.3.0 Error: queue file write error"))
             }
         }
     }
 
-    async fn finish(&mut self, conn: &ConnectionInfo) -> Decision2 {
+    async fn finish(&mut self, conn: &ConnectionInfo) -> Answer {
         let d = self.check(Stage::EndOfData, conn).await;
         let Some(message) = self.message.take() else {
-            return Decision2::Reply(reply("451 4.3.0 Error: queue file write error"));
+            return Answer::Reply(reply("451 4.3.0 Error: queue file write error"));
         };
         if d.is_reject() {
             message.abort();
-            return d.into();
+            return answer(d);
         }
         let sender = self
             .sender
@@ -336,13 +339,13 @@ impl Session {
                             queued.size,
                             if queued.hold { "hold" } else { "incoming" }
                         ));
-                        Decision2::Reply(reply(&format!("250 2.0.0 Ok: queued as {id}")))
+                        Answer::Reply(reply(&format!("250 2.0.0 Ok: queued as {id}")))
                     }
                     Err(e) => {
                         self.service
                             .log
                             .warning(&format!("{id}: queue file commit failed: {e}"));
-                        Decision2::Reply(reply("451 4.3.0 Error: queue file write error"))
+                        Answer::Reply(reply("451 4.3.0 Error: queue file write error"))
                     }
                 }
             }
@@ -360,7 +363,7 @@ impl Session {
                         self.client
                     )),
                 }
-                Decision2::Reply(e.reply())
+                Answer::Reply(e.reply())
             }
         };
         self.sender = None;
@@ -369,18 +372,11 @@ impl Session {
     }
 }
 
-/// The transport's decision, made from a restriction decision.
-enum Decision2 {
-    Accept,
-    Reply(Reply),
-}
-
-impl From<Decision> for Decision2 {
-    fn from(d: Decision) -> Decision2 {
-        match d.verdict {
-            Verdict::Accept => Decision2::Accept,
-            Verdict::Reject(r) => Decision2::Reply(r),
-        }
+/// The session's answer from a restriction decision.
+fn answer(d: Decision) -> Answer {
+    match d.verdict {
+        Verdict::Accept => Answer::Accept,
+        Verdict::Reject(r) => Answer::Reply(r),
     }
 }
 
@@ -394,12 +390,7 @@ fn reply(text: &str) -> Reply {
 
 impl SessionHandler for Session {
     fn on_event<'a>(&'a mut self, event: &'a Event, conn: &'a ConnectionInfo) -> HandlerFuture<'a> {
-        Box::pin(async move {
-            self.handle(event, conn).await.map(|d| match d {
-                Decision2::Accept => mta_smtp::transport::Decision::Accept,
-                Decision2::Reply(r) => mta_smtp::transport::Decision::Reply(r),
-            })
-        })
+        Box::pin(self.handle(event, conn))
     }
 }
 
