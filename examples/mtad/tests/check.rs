@@ -4,39 +4,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The reference site in a scratch directory with its tables compiled,
-/// as an administrator leaves it after postmap and postalias (the
-/// repository keeps only the sources).
+mod common;
+
 fn compiled_site(name: &str) -> PathBuf {
-    let mtad = env!("CARGO_BIN_EXE_mtad");
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../small-office");
-    let dir = std::env::temp_dir().join(format!("mtad-check-site-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in [
-        "main.cf",
-        "master.cf",
-        "vmailbox",
-        "virtual",
-        "aliases",
-        "header_checks",
-        "body_checks",
-    ] {
-        std::fs::copy(source.join(f), dir.join(f)).unwrap();
-    }
-    let c = dir.display().to_string();
-    for (tool, table) in [
-        ("postmap", "vmailbox"),
-        ("postmap", "virtual"),
-        ("postalias", "aliases"),
-    ] {
-        let status = Command::new(mtad)
-            .args([tool, "-c", &c, &format!("hash:{c}/{table}")])
-            .status()
-            .unwrap();
-        assert!(status.success(), "{tool} {table}");
-    }
-    dir
+    common::compiled_site(name, |master| master)
 }
 
 #[test]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use mta_queue::file::QueueFile;
 
+mod common;
+
 const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
 
 fn free_port() -> u16 {
@@ -23,38 +25,12 @@ fn free_port() -> u16 {
 
 /// The reference site in a scratch directory, listening on free ports.
 fn site() -> (PathBuf, u16, u16) {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../small-office");
-    let dir = std::env::temp_dir().join(format!("mtad-daemon-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in [
-        "main.cf",
-        "vmailbox",
-        "virtual",
-        "aliases",
-        "header_checks",
-        "body_checks",
-    ] {
-        std::fs::copy(source.join(f), dir.join(f)).unwrap();
-    }
     let (smtp, submission) = (free_port(), free_port());
-    let master = std::fs::read_to_string(source.join("master.cf"))
-        .unwrap()
-        .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-        .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"));
-    std::fs::write(dir.join("master.cf"), master).unwrap();
-    let c = dir.display().to_string();
-    for (tool, table) in [
-        ("postmap", "vmailbox"),
-        ("postmap", "virtual"),
-        ("postalias", "aliases"),
-    ] {
-        let status = Command::new(MTAD)
-            .args([tool, "-c", &c, &format!("hash:{c}/{table}")])
-            .status()
-            .unwrap();
-        assert!(status.success(), "{tool} {table}");
-    }
+    let dir = common::compiled_site("daemon", |master| {
+        master
+            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
+            .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"))
+    });
     (dir, smtp, submission)
 }
 
