@@ -43,7 +43,8 @@ fn check_names_every_problem_with_file_and_line() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("main.cf"),
-        "myorigin = /nonexistent/mailname\nsmtpd_helo_required = maybe\nmessage_size_limit = 10M\nbogus = 1\n",
+        "myorigin = /nonexistent/mailname\nsmtpd_helo_required = maybe\nmessage_size_limit = 10M\nbogus = 1\n\
+         smtpd_sender_restriction = reject_unknown_sender_domain\n",
     )
     .unwrap();
     std::fs::write(dir.join("master.cf"), "").unwrap();
@@ -62,6 +63,10 @@ fn check_names_every_problem_with_file_and_line() {
         format!("{main_cf}, line 2: parameter smtpd_helo_required: bad boolean value \"maybe\""),
         format!("{main_cf}, line 3: parameter message_size_limit: bad integer value \"10M\""),
         format!("{main_cf}: unused parameter: bogus=1"),
+        // Seed 004's misspelling is an unknown parameter, as in Postfix.
+        format!(
+            "{main_cf}: unused parameter: smtpd_sender_restriction=reject_unknown_sender_domain"
+        ),
         "3 configuration error(s)".to_string(),
     ] {
         assert!(
