@@ -1256,7 +1256,7 @@ fn unroute(
         .map_err(|_| bad_route())
 }
 
-/// The routing operator split of [`unroute`], on the text of a local
+/// The routing operator split that trivial-rewrite applies, on the text of a local
 /// part (internal form): `(user, site)` for the rightmost `@` (only with
 /// `look_inside_quotes`, Postfix's `resolve_dequoted_address`), else the
 /// first `!` (`site!user`, `swap_bangpath`), else the rightmost `%`
