@@ -45,6 +45,8 @@
 
 pub mod aliases;
 pub mod cidr;
+pub mod class;
+pub mod domains;
 pub mod hash;
 pub mod inline;
 pub mod key;

@@ -42,6 +42,7 @@ use mta_core::config::{Config, ConfigError};
 use mta_core::dns::{DnsAnswer, Resolver, reversed_address};
 use mta_core::reply::{EnhancedStatus, Reply, ReplyCode};
 use mta_maps::MapError;
+use mta_maps::domains::DomainMatcher;
 use mta_maps::list::MapList;
 use mta_maps::registry::{Registry, split_references};
 use mta_maps::search::{SearchKey, SearchStyle, keys};
@@ -424,101 +425,6 @@ struct RestrictionList {
     items: Vec<Restriction>,
     /// Each item as written (name and argument), for reports.
     texts: Vec<String>,
-}
-
-/// A domain list (`mydestination`, `relay_domains`, ...): literal names
-/// and tables, matched in order.
-#[derive(Debug, Clone, Default)]
-struct DomainMatcher {
-    entries: Vec<DomainEntry>,
-    parent_matches: bool,
-}
-
-#[derive(Debug, Clone)]
-enum DomainEntry {
-    Literal {
-        negated: bool,
-        subdomains_only: bool,
-        domain: String,
-    },
-    Table(Arc<MapList>),
-}
-
-impl DomainMatcher {
-    fn from_config(
-        config: &Config,
-        registry: &Registry,
-        rewrite: &RewriteConfig,
-        name: &str,
-    ) -> Result<DomainMatcher, ConfigError> {
-        let mut entries = Vec::new();
-        for entry in list_words(config, name)? {
-            if mta_core::config::is_table_reference(&entry) {
-                entries.push(DomainEntry::Table(Arc::new(open_tables(
-                    config, registry, name, &entry,
-                )?)));
-                continue;
-            }
-            let (negated, rest) = match entry.strip_prefix('!') {
-                Some(r) => (true, r),
-                None => (false, entry.as_str()),
-            };
-            let (subdomains_only, domain) = match rest.strip_prefix('.') {
-                Some(d) => (true, d),
-                None => (false, rest),
-            };
-            entries.push(DomainEntry::Literal {
-                negated,
-                subdomains_only,
-                domain: domain.trim_end_matches('.').to_ascii_lowercase(),
-            });
-        }
-        Ok(DomainMatcher {
-            entries,
-            parent_matches: rewrite.parent_matches_subdomains(name),
-        })
-    }
-
-    async fn contains(&self, domain: &str) -> Result<bool, MapError> {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        for entry in &self.entries {
-            match entry {
-                DomainEntry::Literal {
-                    negated,
-                    subdomains_only,
-                    domain: d,
-                } => {
-                    let sub = domain.len() > d.len()
-                        && domain.ends_with(d.as_str())
-                        && domain.as_bytes()[domain.len() - d.len() - 1] == b'.';
-                    let hit = if *subdomains_only {
-                        sub
-                    } else {
-                        domain == *d || (self.parent_matches && sub)
-                    };
-                    if hit {
-                        return Ok(!negated);
-                    }
-                }
-                DomainEntry::Table(maps) => {
-                    if maps.lookup(&domain).await?.is_some() {
-                        return Ok(true);
-                    }
-                    for (i, _) in domain.match_indices('.') {
-                        let parent = if self.parent_matches {
-                            &domain[i + 1..]
-                        } else {
-                            &domain[i..]
-                        };
-                        if maps.lookup(parent).await?.is_some() {
-                            return Ok(true);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(false)
-    }
 }
 
 /// `mynetworks`: networks, host names and tables.
