@@ -51,4 +51,6 @@
 pub mod cleanup;
 pub mod file;
 pub mod listing;
+pub mod notice;
+pub mod scheduler;
 pub mod store;

@@ -1,0 +1,831 @@
+//! The queue manager: takes messages from `incoming` and `deferred` into
+//! `active`, hands their recipients to delivery agents, records what
+//! happened, and retries what could not be done, as Postfix's `qmgr(8)`.
+//!
+//! # One message, once scheduled
+//!
+//! 1. The file moves to `active` and is read; a file that cannot be read
+//!    goes to `corrupt` with a warning, and the rest of the queue goes on.
+//!    `ID: from=<sender>, size=N, nrcpt=N (queue active)` is logged.
+//! 2. Each recipient not yet done is resolved by the [`Router`] to a
+//!    transport and next hop (trivial-rewrite's job); recipients of the
+//!    same transport and next hop are delivered together, in batches of at
+//!    most the transport's recipient limit
+//!    (`default_destination_recipient_limit`).
+//! 3. Deliveries run in parallel within two limits: the transport's process
+//!    limit (`maxproc` in `master.cf`) and its per-destination
+//!    concurrency (`default_destination_concurrency_limit`).
+//! 4. Each result is logged in Postfix's form (`ID: to=<...>, relay=...,
+//!    delay=..., delays=a/b/c/d, dsn=..., status=sent (...)`). A
+//!    recipient delivered or bounced is marked done in the queue file
+//!    (fsynced) before anything else happens to it, so a crash never
+//!    delivers to it twice.
+//! 5. When every recipient is done, the file is removed (`ID: removed`).
+//!    Bounced recipients get a non-delivery notice to the sender
+//!    ([`crate::notice`]), queued through cleanup, unless the sender is
+//!    `<>`.
+//! 6. Otherwise the message goes to `deferred`, and its file's modification
+//!    time is set to the time of the next attempt: the message's age,
+//!    kept between `minimal_backoff_time` and `maximal_backoff_time`, so
+//!    the wait doubles with each attempt. A message older than
+//!    `maximal_queue_lifetime` (`bounce_queue_lifetime` for a bounce) is
+//!    returned to the sender instead, with the last reason of each
+//!    recipient.
+//!
+//! `deferred` is scanned every `queue_run_delay`, and `incoming` whenever
+//! [`Scheduler::waker`] is notified (cleanup's commit) or the scan comes
+//! round; the two are taken in turn, so new mail is not starved by a
+//! large deferred queue nor the other way round.
+//!
+//! # Not yet here
+//!
+//! Postfix's slow start and failed-cohort feedback (each destination runs
+//! at its full concurrency limit from the start), the dead-destination
+//! cache and `transport_retry_time`, `delay_warning_time` notices,
+//! success notices for `NOTIFY=SUCCESS`, `defer_transports`, the hold
+//! queue's release, flush on demand, and resubmission of alias and
+//! `.forward` expansions (an agent asking for it defers the recipient).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mta_core::address::{MailAddress, ReversePath};
+use mta_core::delivery::{
+    DeliveryAgent, DeliveryReport, DeliveryRequest, DeliveryStatus, Envelope, MemoryContent,
+    Recipient, Relay, StatusDetail,
+};
+use mta_core::queue_id::QueueId;
+use mta_core::reply::EnhancedStatus;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::cleanup::Cleanup;
+use crate::file::{QueueFile, Recipient as QueuedRecipient};
+use crate::notice::{BouncedRecipient, NoticeConfig};
+use crate::store::{Queue, QueueName};
+
+/// Where a recipient goes: trivial-rewrite's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The transport: a `master.cf` service name.
+    pub transport: String,
+    /// The next hop, as the transport understands it.
+    pub nexthop: String,
+    /// The address to deliver to (routing through local domains removed).
+    pub address: MailAddress,
+}
+
+/// Why a recipient has no route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// A table could not answer: try again later.
+    Temporary(String),
+    /// The address cannot be delivered anywhere: bounce it.
+    Permanent(String),
+}
+
+/// Resolves recipients to routes (an `AddressResolver` of `mta-maps` in a
+/// real system).
+pub trait Router: Send + Sync {
+    /// The route of `address`.
+    ///
+    /// # Errors
+    ///
+    /// A [`RouteError`].
+    fn route(&self, address: &MailAddress) -> Result<Route, RouteError>;
+}
+
+/// A delivery transport: the agent and its limits.
+#[derive(Clone)]
+pub struct Transport {
+    /// The agent.
+    pub agent: Arc<dyn DeliveryAgent>,
+    /// Deliveries at once on this transport (`maxproc`).
+    pub process_limit: usize,
+    /// Deliveries at once to one next hop
+    /// (`<transport>_destination_concurrency_limit`).
+    pub destination_concurrency_limit: usize,
+    /// Recipients per delivery (`<transport>_destination_recipient_limit`).
+    pub recipient_limit: usize,
+    /// How long one delivery may take (`<transport>_time_limit`).
+    pub time_limit: Duration,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("process_limit", &self.process_limit)
+            .field(
+                "destination_concurrency_limit",
+                &self.destination_concurrency_limit,
+            )
+            .field("recipient_limit", &self.recipient_limit)
+            .field("time_limit", &self.time_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The scheduler's timing parameters, with Postfix's names.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// `minimal_backoff_time`.
+    pub minimal_backoff_time: Duration,
+    /// `maximal_backoff_time`.
+    pub maximal_backoff_time: Duration,
+    /// `queue_run_delay`: how often `deferred` is scanned.
+    pub queue_run_delay: Duration,
+    /// `maximal_queue_lifetime`.
+    pub maximal_queue_lifetime: Duration,
+    /// `bounce_queue_lifetime`, for mail from `<>`.
+    pub bounce_queue_lifetime: Duration,
+    /// `qmgr_message_active_limit`: messages in `active` at once.
+    pub message_active_limit: usize,
+}
+
+impl Default for SchedulerConfig {
+    /// Postfix's defaults.
+    fn default() -> SchedulerConfig {
+        SchedulerConfig {
+            minimal_backoff_time: Duration::from_secs(300),
+            maximal_backoff_time: Duration::from_secs(4000),
+            queue_run_delay: Duration::from_secs(300),
+            maximal_queue_lifetime: Duration::from_secs(5 * 86400),
+            bounce_queue_lifetime: Duration::from_secs(5 * 86400),
+            message_active_limit: 20_000,
+        }
+    }
+}
+
+/// The time to wait before the next attempt on a message of age `age`:
+/// the age itself, within the backoff limits. Since each attempt finds
+/// the message older by the previous wait, the wait doubles.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use mta_queue::scheduler::{backoff, SchedulerConfig};
+/// let c = SchedulerConfig::default();
+/// assert_eq!(backoff(&c, Duration::from_secs(2)), Duration::from_secs(300));
+/// assert_eq!(backoff(&c, Duration::from_secs(600)), Duration::from_secs(600));
+/// assert_eq!(backoff(&c, Duration::from_secs(86400)), Duration::from_secs(4000));
+/// ```
+pub fn backoff(config: &SchedulerConfig, age: Duration) -> Duration {
+    age.clamp(
+        config.minimal_backoff_time,
+        config.maximal_backoff_time.max(config.minimal_backoff_time),
+    )
+}
+
+/// Where log lines go: `(program, line)`, the program being `qmgr` or the
+/// transport's name, as Postfix's processes tag their lines.
+pub type LogSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Where the scheduler reads the time of day (file ages, `delay=`).
+pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The queue manager. See the module documentation.
+pub struct Scheduler {
+    queue: Queue,
+    router: Arc<dyn Router>,
+    transports: HashMap<String, (Transport, Arc<Semaphore>)>,
+    destinations: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
+    config: SchedulerConfig,
+    log: LogSink,
+    clock: WallClock,
+    wake: Arc<Notify>,
+    active: Arc<Semaphore>,
+    notices: Option<(Arc<Cleanup>, NoticeConfig)>,
+    /// Messages being worked on, so a scan does not take one twice.
+    busy: Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("queue", &self.queue)
+            .field("transports", &self.transports.keys().collect::<Vec<_>>())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one recipient, as the scheduler keeps it.
+struct Outcome {
+    index: usize,
+    status: DeliveryStatus,
+    delivered_at: SystemTime,
+    delivery_time: Duration,
+}
+
+/// Seconds as Postfix logs them in `delay=` and `delays=`: two
+/// significant digits below ten, whole seconds above, `0` for nothing.
+pub fn format_delay(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    let text = if s >= 10.0 {
+        format!("{s:.0}")
+    } else if s >= 1.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s:.2}")
+    };
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    };
+    if text.is_empty() {
+        "0".to_owned()
+    } else {
+        text
+    }
+}
+
+/// The queue file's content with LF line ends, as agents get it.
+fn lf_content(crlf: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(crlf.len());
+    let mut i = 0;
+    while i < crlf.len() {
+        if crlf[i] == b'\r' && crlf.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(crlf[i]);
+        i += 1;
+    }
+    out
+}
+
+impl Scheduler {
+    /// A scheduler over `queue`, routing with `router`, delivering through
+    /// `transports` (by `master.cf` service name), logging to `log`.
+    pub fn new(
+        queue: Queue,
+        router: Arc<dyn Router>,
+        transports: HashMap<String, Transport>,
+        config: SchedulerConfig,
+        log: LogSink,
+        clock: WallClock,
+    ) -> Scheduler {
+        let active = Arc::new(Semaphore::new(config.message_active_limit.max(1)));
+        Scheduler {
+            queue,
+            router,
+            transports: transports
+                .into_iter()
+                .map(|(name, t)| {
+                    let limit = Arc::new(Semaphore::new(t.process_limit.max(1)));
+                    (name, (t, limit))
+                })
+                .collect(),
+            destinations: Mutex::new(HashMap::new()),
+            config,
+            log,
+            clock,
+            wake: Arc::new(Notify::new()),
+            active,
+            notices: None,
+            busy: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Sends non-delivery notices through `cleanup`, written as `notice`
+    /// says. Without this, bounced recipients are logged but nobody is
+    /// told.
+    pub fn with_notices(mut self, cleanup: Arc<Cleanup>, notice: NoticeConfig) -> Scheduler {
+        self.notices = Some((cleanup, notice));
+        self
+    }
+
+    /// The handle that tells the scheduler new mail is in `incoming`.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Runs until `stop` completes: scans, delivers, and waits for the
+    /// waker or the next `queue_run_delay`. Deliveries under way when
+    /// `stop` completes are dropped; their messages stay in `active` and
+    /// go back to `incoming` at the next start ([`Queue::recover`]), and
+    /// recipients already marked done stay done.
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut last_deferred_scan: Option<tokio::time::Instant> = None;
+        loop {
+            let scan_deferred =
+                last_deferred_scan.is_none_or(|t| t.elapsed() >= self.config.queue_run_delay);
+            if scan_deferred {
+                last_deferred_scan = Some(tokio::time::Instant::now());
+            }
+            for id in self.due(scan_deferred) {
+                let permit = tokio::select! {
+                    p = Arc::clone(&self.active).acquire_owned() => p.expect("never closed"),
+                    () = &mut stop => { tasks.abort_all(); return; }
+                };
+                let me = Arc::clone(&self);
+                tasks.spawn(async move {
+                    me.handle(&id).await;
+                    me.busy
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    drop(permit);
+                });
+            }
+            while tasks.try_join_next().is_some() {}
+            let next_scan = self.config.queue_run_delay.min(Duration::from_secs(60));
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(next_scan) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = &mut stop => { tasks.abort_all(); return; }
+            }
+        }
+    }
+
+    /// One pass over the queue: every message in `incoming` and every
+    /// deferred message that is due, delivered as far as possible, with
+    /// their results applied. Returns how many messages it handled. For
+    /// tests and for `postqueue -f`.
+    pub async fn run_once(self: &Arc<Self>) -> usize {
+        let ids = self.due(true);
+        let n = ids.len();
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in ids {
+            let me = Arc::clone(self);
+            tasks.spawn(async move {
+                me.handle(&id).await;
+                me.busy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        n
+    }
+
+    /// The messages to take now, incoming and (if `deferred`) due deferred
+    /// ones in turn, each moved to `active`.
+    fn due(&self, deferred: bool) -> Vec<String> {
+        let incoming = self.queue.list(QueueName::Incoming).unwrap_or_default();
+        let due_deferred: Vec<String> = if deferred {
+            let now = (self.clock)();
+            self.queue
+                .list(QueueName::Deferred)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|id| {
+                    std::fs::metadata(self.queue.dir(QueueName::Deferred).join(id))
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t <= now)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut out = Vec::new();
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut a, mut b) = (incoming.into_iter(), due_deferred.into_iter());
+        loop {
+            let (x, y) = (a.next(), b.next());
+            if x.is_none() && y.is_none() {
+                break;
+            }
+            for (id, from) in [(x, QueueName::Incoming), (y, QueueName::Deferred)] {
+                let Some(id) = id else { continue };
+                if busy.contains(&id) {
+                    continue;
+                }
+                if self.queue.move_to(&id, from, QueueName::Active).is_ok() {
+                    busy.insert(id.clone());
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
+    fn destination(&self, transport: &str, nexthop: &str, limit: usize) -> Arc<Semaphore> {
+        let mut d = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            d.entry((transport.to_owned(), nexthop.to_ascii_lowercase()))
+                .or_insert_with(|| Arc::new(Semaphore::new(limit.max(1)))),
+        )
+    }
+
+    /// Delivers one message in `active` as far as it goes.
+    async fn handle(self: &Arc<Self>, id: &str) {
+        let path = self.queue.dir(QueueName::Active).join(id);
+        let read_path = path.clone();
+        let read = tokio::task::spawn_blocking(move || QueueFile::read(&read_path)).await;
+        let file = match read {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                (self.log)("qmgr", &format!("warning: {id}: moved to corrupt: {e}"));
+                let _ = self
+                    .queue
+                    .move_to(id, QueueName::Active, QueueName::Corrupt);
+                return;
+            }
+            Err(e) => {
+                (self.log)("qmgr", &format!("warning: {id}: {e}"));
+                return;
+            }
+        };
+        let active_at = (self.clock)();
+        let arrival = UNIX_EPOCH + file.envelope.arrival;
+        let pending: Vec<usize> = (0..file.envelope.recipients.len())
+            .filter(|&i| !file.envelope.recipients[i].done)
+            .collect();
+        (self.log)(
+            "qmgr",
+            &format!(
+                "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+                file.envelope.sender,
+                file.content.len(),
+                pending.len()
+            ),
+        );
+        let sender = if file.envelope.sender.is_empty() {
+            ReversePath::Null
+        } else {
+            match file.envelope.sender.parse::<MailAddress>() {
+                Ok(a) => ReversePath::Mailbox(a),
+                Err(_) => ReversePath::Null,
+            }
+        };
+        let queue_id = id
+            .parse::<QueueId>()
+            .unwrap_or_else(|_| QueueId::from_parts(file.envelope.arrival.as_secs(), 0, 0));
+        let mut envelope = Envelope::new(queue_id, sender, arrival, file.content.len() as u64);
+        envelope.dsn_envid = file.envelope.attribute("envid").map(str::to_owned);
+        let content: Arc<MemoryContent> = Arc::new(MemoryContent::new(lf_content(&file.content)));
+
+        // Route every pending recipient; group by transport and next hop.
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut groups: HashMap<(String, String), Vec<(usize, Recipient)>> = HashMap::new();
+        let mut order: Vec<(String, String)> = Vec::new();
+        for &i in &pending {
+            let queued = &file.envelope.recipients[i];
+            let now = (self.clock)();
+            let fail = |status| Outcome {
+                index: i,
+                status,
+                delivered_at: now,
+                delivery_time: Duration::ZERO,
+            };
+            let address = match queued.address.parse::<MailAddress>() {
+                Ok(a) => a,
+                Err(e) => {
+                    outcomes.push(fail(DeliveryStatus::Bounced(StatusDetail::new(
+                        EnhancedStatus::parse("5.1.3").expect("valid"),
+                        format!("bad address syntax: {e}"),
+                        Relay::None,
+                    ))));
+                    continue;
+                }
+            };
+            match self.router.route(&address) {
+                Ok(route) => {
+                    let mut rcpt = Recipient::new(route.address, i as u64);
+                    if queued.original != queued.address {
+                        rcpt.original = queued.original.parse().ok();
+                    }
+                    rcpt.dsn_orcpt = queued.orcpt.clone();
+                    let key = (route.transport, route.nexthop);
+                    if !groups.contains_key(&key) {
+                        order.push(key.clone());
+                    }
+                    groups.entry(key).or_default().push((i, rcpt));
+                }
+                Err(RouteError::Temporary(why)) => {
+                    outcomes.push(fail(DeliveryStatus::Deferred(StatusDetail::new(
+                        EnhancedStatus::parse("4.3.0").expect("valid"),
+                        format!("address resolver failure: {why}"),
+                        Relay::None,
+                    ))));
+                }
+                Err(RouteError::Permanent(why)) => {
+                    outcomes.push(fail(DeliveryStatus::Bounced(StatusDetail::new(
+                        EnhancedStatus::parse("5.1.3").expect("valid"),
+                        why,
+                        Relay::None,
+                    ))));
+                }
+            }
+        }
+
+        // Deliver each batch within the limits, all batches in parallel.
+        let mut deliveries = tokio::task::JoinSet::new();
+        for key in order {
+            let rcpts = groups.remove(&key).unwrap_or_default();
+            let (transport_name, nexthop) = key;
+            let Some((transport, process_limit)) = self.transports.get(&transport_name).cloned()
+            else {
+                let now = (self.clock)();
+                for (i, _) in rcpts {
+                    outcomes.push(Outcome {
+                        index: i,
+                        status: DeliveryStatus::Deferred(StatusDetail::new(
+                            EnhancedStatus::parse("4.3.0").expect("valid"),
+                            format!("mail transport unavailable: {transport_name} is not running"),
+                            Relay::None,
+                        )),
+                        delivered_at: now,
+                        delivery_time: Duration::ZERO,
+                    });
+                }
+                continue;
+            };
+            let destination = self.destination(
+                &transport_name,
+                &nexthop,
+                transport.destination_concurrency_limit,
+            );
+            for batch in rcpts.chunks(transport.recipient_limit.max(1)) {
+                let batch = batch.to_vec();
+                let request = DeliveryRequest::new(
+                    envelope.clone(),
+                    batch.iter().map(|(_, r)| r.clone()).collect(),
+                    nexthop.clone(),
+                    transport.time_limit,
+                    content.clone(),
+                );
+                let agent = Arc::clone(&transport.agent);
+                let process_limit = Arc::clone(&process_limit);
+                let destination = Arc::clone(&destination);
+                let clock = Arc::clone(&self.clock);
+                let transport_name = transport_name.clone();
+                deliveries.spawn(async move {
+                    let _p = process_limit.acquire_owned().await.expect("never closed");
+                    let _d = destination.acquire_owned().await.expect("never closed");
+                    let started = tokio::time::Instant::now();
+                    let offsets: Vec<u64> =
+                        request.recipients.iter().map(|r| r.queue_offset).collect();
+                    let report = agent.deliver(request).await;
+                    let report = match report.validate(&offsets) {
+                        Ok(()) => report,
+                        Err(e) => DeliveryReport::new(
+                            offsets
+                                .iter()
+                                .map(|&o| {
+                                    mta_core::delivery::RecipientResult::new(
+                                        o,
+                                        DeliveryStatus::Deferred(StatusDetail::new(
+                                            EnhancedStatus::parse("4.3.0").expect("valid"),
+                                            format!("delivery agent error: {e}"),
+                                            Relay::None,
+                                        )),
+                                    )
+                                })
+                                .collect(),
+                        ),
+                    };
+                    let took = started.elapsed();
+                    let at = clock();
+                    (transport_name, batch, report, took, at)
+                });
+            }
+        }
+        let mut agent_of: HashMap<usize, String> = HashMap::new();
+        while let Some(joined) = deliveries.join_next().await {
+            let Ok((transport_name, batch, report, took, at)) = joined else {
+                continue;
+            };
+            for ((i, _), result) in batch.into_iter().zip(report.results) {
+                agent_of.insert(i, transport_name.clone());
+                let status = match result.status {
+                    DeliveryStatus::Resubmit(_) => DeliveryStatus::Deferred(StatusDetail::new(
+                        EnhancedStatus::parse("4.3.0").expect("valid"),
+                        "alias and .forward resubmission is not supported yet",
+                        Relay::None,
+                    )),
+                    s => s,
+                };
+                outcomes.push(Outcome {
+                    index: i,
+                    status,
+                    delivered_at: at,
+                    delivery_time: took,
+                });
+            }
+        }
+        outcomes.sort_by_key(|o| o.index);
+
+        // Apply: done marks first, then log.
+        let mut bounced: Vec<BouncedRecipient> = Vec::new();
+        let mut still_pending = 0usize;
+        let mut last_defer: HashMap<usize, StatusDetail> = HashMap::new();
+        for o in &outcomes {
+            let queued = &file.envelope.recipients[o.index];
+            let done = matches!(
+                o.status,
+                DeliveryStatus::Delivered(_) | DeliveryStatus::Bounced(_)
+            );
+            if done && !self.mark_done(&path, queued).await {
+                still_pending += 1;
+                continue;
+            }
+            let program = agent_of.get(&o.index).map_or("qmgr", String::as_str);
+            self.log_result(id, queued, o, arrival, active_at, program);
+            match &o.status {
+                DeliveryStatus::Bounced(d) => {
+                    bounced.push(BouncedRecipient::new(queued, d.clone()))
+                }
+                DeliveryStatus::Deferred(d) => {
+                    still_pending += 1;
+                    last_defer.insert(o.index, d.clone());
+                }
+                _ => {}
+            }
+        }
+
+        let now = (self.clock)();
+        let age = now.duration_since(arrival).unwrap_or_default();
+        let lifetime = if file.envelope.sender.is_empty() {
+            self.config.bounce_queue_lifetime
+        } else {
+            self.config.maximal_queue_lifetime
+        };
+        if still_pending > 0 && age >= lifetime {
+            // Too old: return the rest to the sender with their last reason.
+            (self.log)(
+                "qmgr",
+                &format!(
+                    "{id}: from=<{}>, status=expired, returned to sender",
+                    file.envelope.sender
+                ),
+            );
+            for (&i, detail) in &last_defer {
+                let queued = &file.envelope.recipients[i];
+                if self.mark_done(&path, queued).await {
+                    still_pending -= 1;
+                    let dsn = EnhancedStatus::new(
+                        mta_core::reply::StatusClass::Permanent,
+                        detail.dsn.subject(),
+                        detail.dsn.detail(),
+                    )
+                    .unwrap_or(detail.dsn);
+                    let mut d = detail.clone();
+                    d.dsn = dsn;
+                    d.text = format!(
+                        "message expired in the queue after {}s: {}",
+                        age.as_secs(),
+                        d.text
+                    );
+                    bounced.push(BouncedRecipient::new(queued, d));
+                }
+            }
+        }
+        if !bounced.is_empty() {
+            self.send_notice(id, &file, &bounced, now).await;
+        }
+        if still_pending == 0 {
+            match self.queue.remove(id, QueueName::Active) {
+                Ok(()) => (self.log)("qmgr", &format!("{id}: removed")),
+                Err(e) => (self.log)("qmgr", &format!("warning: {id}: remove: {e}")),
+            }
+            return;
+        }
+        let next = now + backoff(&self.config, age);
+        let set = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(next));
+        if let Err(e) = set {
+            (self.log)("qmgr", &format!("warning: {id}: set the retry time: {e}"));
+        }
+        if let Err(e) = self
+            .queue
+            .move_to(id, QueueName::Active, QueueName::Deferred)
+        {
+            (self.log)("qmgr", &format!("warning: {id}: move to deferred: {e}"));
+        }
+    }
+
+    async fn mark_done(&self, path: &Path, queued: &QueuedRecipient) -> bool {
+        let (path, queued) = (path.to_path_buf(), queued.clone());
+        let result =
+            tokio::task::spawn_blocking(move || QueueFile::mark_done(&path, &queued)).await;
+        match result {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                (self.log)("qmgr", &format!("warning: mark recipient done: {e}"));
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn log_result(
+        &self,
+        id: &str,
+        queued: &QueuedRecipient,
+        o: &Outcome,
+        arrival: SystemTime,
+        active_at: SystemTime,
+        program: &str,
+    ) {
+        let Some(detail) = o.status.detail() else {
+            return;
+        };
+        let word = o.status.status_word().unwrap_or("deferred");
+        let total = o.delivered_at.duration_since(arrival).unwrap_or_default();
+        let before_active = active_at.duration_since(arrival).unwrap_or_default();
+        let in_active = total
+            .saturating_sub(before_active)
+            .saturating_sub(o.delivery_time);
+        let orig = if queued.original != queued.address {
+            format!(", orig_to=<{}>", queued.original)
+        } else {
+            String::new()
+        };
+        (self.log)(
+            program,
+            &format!(
+                "{id}: to=<{}>{orig}, relay={}, delay={}, delays={}/{}/0/{}, dsn={}, status={word} ({})",
+                queued.address,
+                detail.relay,
+                format_delay(total),
+                format_delay(before_active),
+                format_delay(in_active),
+                format_delay(o.delivery_time),
+                detail.dsn,
+                detail.text
+            ),
+        );
+    }
+
+    async fn send_notice(
+        &self,
+        id: &str,
+        file: &QueueFile,
+        bounced: &[BouncedRecipient],
+        now: SystemTime,
+    ) {
+        if file.envelope.sender.is_empty() {
+            (self.log)(
+                "bounce",
+                &format!("{id}: sender is <>: no non-delivery notice for a bounce"),
+            );
+            return;
+        }
+        let Some((cleanup, notice)) = &self.notices else {
+            return;
+        };
+        let message = crate::notice::non_delivery(notice, id, file, bounced, now);
+        match crate::notice::submit(cleanup, &file.envelope.sender, &message, now).await {
+            Ok(new_id) => (self.log)(
+                "bounce",
+                &format!("{id}: sender non-delivery notification: {new_id}"),
+            ),
+            Err(e) => (self.log)(
+                "bounce",
+                &format!("warning: {id}: cannot queue the non-delivery notification: {e}"),
+            ),
+        }
+        self.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_look_like_postfix() {
+        let f = |ms| format_delay(Duration::from_millis(ms));
+        assert_eq!(f(0), "0");
+        assert_eq!(f(4), "0");
+        assert_eq!(f(70), "0.07");
+        assert_eq!(f(350), "0.35");
+        assert_eq!(f(1_400), "1.4");
+        assert_eq!(f(2_000), "2");
+        assert_eq!(f(26_400), "26");
+    }
+
+    #[test]
+    fn lf_content_keeps_lone_crs() {
+        assert_eq!(lf_content(b"a\r\nb\rc\r\n\r\n"), b"a\nb\rc\n\n");
+    }
+
+    #[test]
+    fn backoff_doubles_within_its_limits() {
+        let c = SchedulerConfig {
+            minimal_backoff_time: Duration::from_secs(10),
+            maximal_backoff_time: Duration::from_secs(100),
+            ..SchedulerConfig::default()
+        };
+        // Attempts at the times the waits give: 0, 10, 20, 40, 80, 160, 260.
+        let mut age = Duration::ZERO;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let w = backoff(&c, age);
+            waits.push(w.as_secs());
+            age += w;
+        }
+        assert_eq!(waits, [10, 10, 20, 40, 80, 100]);
+    }
+}
