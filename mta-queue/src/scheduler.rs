@@ -96,6 +96,23 @@ pub trait Router: Send + Sync {
     fn route(&self, address: &MailAddress) -> Result<Route, RouteError>;
 }
 
+/// Trivial-rewrite with the configuration's tables routes for the
+/// scheduler: a table that cannot answer defers, an unroutable address
+/// bounces.
+impl Router for mta_maps::class::AddressResolver {
+    fn route(&self, address: &MailAddress) -> Result<Route, RouteError> {
+        match self.resolve(address) {
+            Ok(r) => Ok(Route {
+                transport: r.transport,
+                nexthop: r.nexthop,
+                address: r.recipient,
+            }),
+            Err(e) if e.is_temporary() => Err(RouteError::Temporary(e.to_string())),
+            Err(e) => Err(RouteError::Permanent(e.to_string())),
+        }
+    }
+}
+
 /// A delivery transport: the agent and its limits.
 #[derive(Clone)]
 pub struct Transport {

@@ -12,6 +12,8 @@ use mta_core::dns::Resolver;
 use mta_maps::registry::{OpenContext, Registry};
 use mta_queue::cleanup::Cleanup;
 use mta_queue::store::{Committer, Queue};
+
+use crate::qmgr;
 use mta_restrictions::content::{ContentLimits, ContentTables};
 use mta_restrictions::policy::{PolicyClient, StdPolicyClient};
 use mta_restrictions::relay::{RelaySafety, relay_safety};
@@ -105,9 +107,32 @@ pub(crate) async fn run(
     let policy: Arc<dyn PolicyClient> =
         Arc::new(crate::policy::OffRuntime(Arc::new(StdPolicyClient::new())));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = qmgr::scheduler(
+        &config,
+        &master,
+        master_path,
+        &registry,
+        Arc::clone(&cleanup),
+        &master_log,
+    )?;
+    let wake_qmgr = scheduler.waker();
     let mut servers = tokio::task::JoinSet::new();
+    {
+        let mut stop = stop_rx.clone();
+        let scheduler = Arc::clone(&scheduler);
+        servers.spawn(async move {
+            scheduler
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
     for service in master.effective_services() {
         let program = service.command().program();
+        if qmgr::runs_inside(program) {
+            continue;
+        }
         let Some(endpoint) = service.inet_endpoint().filter(|_| program == "smtpd") else {
             master_log.info(&format!(
                 "{master_path}, line {}: service {}/{} ({program}): not started: not built yet",
@@ -161,6 +186,7 @@ pub(crate) async fn run(
             restrictions,
             dns: Arc::clone(&dns),
             cleanup: Arc::clone(&cleanup),
+            qmgr: Arc::clone(&wake_qmgr),
             hostname: hostname.clone(),
             mail_name: mail_name.clone(),
             fast_flush_domains: svc_config

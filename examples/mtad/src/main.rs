@@ -14,6 +14,7 @@ mod postcat;
 mod postconf;
 mod postmap;
 mod postqueue;
+mod qmgr;
 mod smtpd;
 
 use std::path::PathBuf;

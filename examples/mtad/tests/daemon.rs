@@ -1,6 +1,7 @@
 //! `mtad -c DIR` on the reference site, end to end over loopback: the
 //! smtpd services listen where master.cf says, mail to the site's users
-//! is queued durably with smtpd's Received header, the site's content
+//! is queued durably with smtpd's Received header and delivered to their
+//! virtual maildirs, mail for elsewhere waits in the deferred queue, the site's content
 //! rules refuse spam and banned attachments, and SIGTERM stops it.
 
 use std::io::{BufRead, BufReader, Write};
@@ -55,6 +56,22 @@ fn start(dir: &Path, port: u16) -> Daemon {
         std::thread::sleep(Duration::from_millis(50));
     }
     Daemon(child)
+}
+
+/// The one message that arrives in maildir directory `new`.
+fn wait_for_message(new: &Path) -> String {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(Ok(entry)) = std::fs::read_dir(new).ok().and_then(|mut d| d.next()) {
+            return std::fs::read_to_string(entry.path()).unwrap();
+        }
+        assert!(
+            Instant::now() < until,
+            "nothing delivered to {}",
+            new.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A plain SMTP client: sends each command, returns each reply.
@@ -114,7 +131,7 @@ impl Client {
 const EXE: &str = "Subject: report\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"XYZ\"\n\n--XYZ\nContent-Type: text/plain\n\nsee attached\n--XYZ\nContent-Type: application/octet-stream;\n\tname=\"invoice.pdf.scr\"\nContent-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA\n--XYZ--\n";
 
 #[test]
-fn the_reference_site_receives_and_queues_mail() {
+fn the_reference_site_receives_and_delivers_mail() {
     let (dir, smtp, submission) = site();
     let mut daemon = start(&dir, smtp);
     let (mut c, greeting) = Client::connect(smtp);
@@ -138,29 +155,60 @@ fn the_reference_site_receives_and_queues_mail() {
         .unwrap_or_else(|| panic!("{r}"))
         .trim()
         .to_string();
-    // The message is in the queue, complete, with what smtpd added.
-    let queued = QueueFile::read(&dir.join("state/queue/incoming").join(&id)).unwrap();
-    assert_eq!(queued.envelope.sender, "alice@example.org");
-    let rcpts: Vec<_> = queued
-        .envelope
-        .recipients
-        .iter()
-        .map(|r| r.address.as_str())
-        .collect();
-    assert_eq!(rcpts, ["bob@example.com", "carol@example.com"]);
-    let text = String::from_utf8(queued.content).unwrap();
+    // The queue manager delivers it to both virtual maildirs, then
+    // removes it from the queue.
+    let bob = wait_for_message(&dir.join("state/mail/example.com/bob/new"));
+    let carol = wait_for_message(&dir.join("state/mail/example.com/carol/new"));
+    let until = Instant::now() + Duration::from_secs(20);
+    while dir.join("state/queue/active").join(&id).exists() {
+        assert!(Instant::now() < until, "{id} stays in active");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
-        text.starts_with("Received: from client.example.org (unknown [127.0.0.1])\r\n\tby mail.example.com (mtad) with ESMTP id "),
-        "{text}"
+        bob.starts_with("Return-Path: <alice@example.org>\nX-Original-To: bob@example.com\nDelivered-To: bob@example.com\nReceived: from client.example.org (unknown [127.0.0.1])\n\tby mail.example.com (mtad) with ESMTP id "),
+        "{bob}"
+    );
+    assert!(
+        carol.contains("Delivered-To: carol@example.com\n"),
+        "{carol}"
     );
     // Two recipients: no "for", the date on its own line, as Postfix.
-    let received: Vec<&str> = text.split("\r\n").take(3).collect();
+    let received: Vec<&str> = bob.split('\n').skip(3).take(3).collect();
     assert!(received[1].ends_with(&format!(" id {id};")), "{received:?}");
     assert!(
         received[2].starts_with('\t') && received[2].ends_with("+0000 (UTC)"),
         "{received:?}"
     );
-    assert!(text.ends_with("Subject: first light\r\nFrom: alice@example.org\r\n\r\nHello.\r\n.and a stuffed line\r\n"), "{text}");
+    // Maildirs store LF lines, and the dot-stuffing is undone.
+    assert!(
+        bob.ends_with(
+            "Subject: first light\nFrom: alice@example.org\n\nHello.\n.and a stuffed line\n"
+        ),
+        "{bob}"
+    );
+
+    // Mail for the Internet is relayed for this machine (mynetworks);
+    // without an smtp transport yet, it waits in the deferred queue.
+    let r = c.mail(
+        "alice@example.org",
+        &["dave@example.net"],
+        "Subject: out\n\nto the world\n",
+    );
+    let out_id = r
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{r}"))
+        .trim()
+        .to_string();
+    let deferred = dir.join("state/queue/deferred").join(&out_id);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !deferred.exists() {
+        assert!(Instant::now() < until, "{out_id} is not deferred");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let queued = QueueFile::read(&deferred).unwrap();
+    assert_eq!(queued.envelope.sender, "alice@example.org");
+    assert_eq!(queued.envelope.recipients[0].address, "dave@example.net");
+    assert!(!queued.envelope.recipients[0].done);
     assert_eq!(
         queued.envelope.attribute("client_address"),
         Some("127.0.0.1")
@@ -175,34 +223,34 @@ fn the_reference_site_receives_and_queues_mail() {
         listing.starts_with("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n"),
         "{listing}"
     );
-    assert!(listing.contains(&format!("{id} ")), "{listing}");
+    assert!(listing.contains(&format!("{out_id} ")), "{listing}");
     assert!(listing.contains("  alice@example.org\n"), "{listing}");
     assert!(
-        listing.contains(&format!("{:41}carol@example.com\n", "")),
+        listing.contains(&format!("{:41}dave@example.net\n", "")),
         "{listing}"
     );
     assert!(listing.ends_with("in 1 Request.\n"), "{listing}");
     // postcat finds it by queue ID, as Postfix's does.
     let out = Command::new(MTAD)
-        .args(["postcat", "-c", &dir.display().to_string(), "-q", &id])
+        .args(["postcat", "-c", &dir.display().to_string(), "-q", &out_id])
         .output()
         .unwrap();
     assert!(out.status.success());
     let shown = String::from_utf8(out.stdout).unwrap();
     assert!(
-        shown.starts_with(&format!("*** ENVELOPE RECORDS incoming/{id} ***\n")),
+        shown.starts_with(&format!("*** ENVELOPE RECORDS deferred/{out_id} ***\n")),
         "{shown}"
     );
     assert!(shown.contains("sender: alice@example.org\n"), "{shown}");
-    assert!(shown.contains("recipient: carol@example.com\n"), "{shown}");
+    assert!(shown.contains("recipient: dave@example.net\n"), "{shown}");
     assert!(
         shown.contains(&format!(
-            "*** MESSAGE CONTENTS incoming/{id} ***\nReceived: from client.example.org"
+            "*** MESSAGE CONTENTS deferred/{out_id} ***\nReceived: from client.example.org"
         )),
         "{shown}"
     );
     assert!(
-        shown.ends_with(&format!("*** MESSAGE FILE END incoming/{id} ***\n")),
+        shown.ends_with(&format!("*** MESSAGE FILE END deferred/{out_id} ***\n")),
         "{shown}"
     );
 
@@ -221,11 +269,14 @@ fn the_reference_site_receives_and_queues_mail() {
         "459 <example.net>: service unavailable\r\n"
     );
     assert!(c.send("QUIT").starts_with("221"));
-    // Refused messages leave nothing behind.
-    let files = std::fs::read_dir(dir.join("state/queue/incoming"))
-        .unwrap()
-        .count();
-    assert_eq!(files, 1);
+    // Refused messages leave nothing behind: the queue holds only the
+    // deferred one.
+    for q in ["incoming", "active"] {
+        let files = std::fs::read_dir(dir.join("state/queue").join(q))
+            .unwrap()
+            .count();
+        assert_eq!(files, 0, "{q}");
+    }
 
     // The submission port is up too.
     let (mut s, greeting) = Client::connect(submission);
@@ -252,6 +303,27 @@ fn the_reference_site_receives_and_queues_mail() {
         "{log}"
     );
     assert!(log.contains("terminating on signal"), "{log}");
+    // The delivery, logged as Postfix's virtual(8) logs it.
+    assert!(
+        log.contains(&format!(
+            "postfix/virtual[{}]: {id}: to=<bob@example.com>, relay=virtual, delay=",
+            daemon.0.id()
+        )),
+        "{log}"
+    );
+    assert!(log.contains(&format!("{id}: removed")), "{log}");
+    assert!(
+        log.contains(&format!(
+            "{out_id}: to=<dave@example.net>, relay=none, delay="
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "dsn=4.3.0, status=deferred (mail transport unavailable: smtp is not running)"
+        ),
+        "{log}"
+    );
     // cleanup's line for the refused message, in Postfix's words.
     assert!(
         log.contains(": reject: header Subject: FREE OFFER!! today from unknown[127.0.0.1]; from=<alice@example.org> to=<bob@example.com> proto=ESMTP helo=<client.example.org>: 5.7.1 message content rejected"),

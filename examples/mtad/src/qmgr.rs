@@ -1,0 +1,161 @@
+//! The queue manager and the delivery transports of `master.cf`: each
+//! service whose program mtad runs inside itself (`virtual`, `discard`,
+//! `error`) becomes a transport of the scheduler under its service name,
+//! with `maxproc` as its process limit and its own
+//! `<service>_destination_*` parameters; `qmgr`, `cleanup`,
+//! `trivial-rewrite` and `bounce` are the scheduler, cleanup, its router
+//! and its notices.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mta_core::config::Config;
+use mta_core::config::master_cf::MasterCf;
+use mta_core::delivery::DeliveryAgent;
+use mta_delivery::discard::Discard;
+use mta_delivery::error::ErrorAgent;
+use mta_delivery::virtual_agent::{VirtualAgent, VirtualConfig};
+use mta_maps::class::AddressResolver;
+use mta_maps::registry::Registry;
+use mta_queue::cleanup::Cleanup;
+use mta_queue::notice::NoticeConfig;
+use mta_queue::scheduler::{Scheduler, SchedulerConfig, Transport};
+
+use crate::Fatal;
+use crate::log::Log;
+
+/// The `master.cf` programs this module starts (or that are parts of the
+/// scheduler), so the daemon does not report them as missing.
+pub(crate) fn runs_inside(program: &str) -> bool {
+    matches!(
+        program,
+        "qmgr" | "cleanup" | "trivial-rewrite" | "bounce" | "virtual" | "discard" | "error"
+    )
+}
+
+fn fatal(what: impl std::fmt::Display) -> Fatal {
+    Fatal(what.to_string())
+}
+
+/// `<service>_<suffix>` if the configuration knows it (services bring
+/// their own parameters), else the default parameter.
+fn per_transport(
+    config: &Config,
+    service: &str,
+    suffix: &str,
+    default: &str,
+) -> Result<i64, Fatal> {
+    let own = format!("{service}_{suffix}");
+    let name = if config.is_known(&own) {
+        own.as_str()
+    } else {
+        default
+    };
+    config.integer(name).map_err(fatal)
+}
+
+fn count(n: i64) -> usize {
+    usize::try_from(n.max(1)).unwrap_or(usize::MAX)
+}
+
+/// The scheduler for `config` and the transports of `master`.
+pub(crate) fn scheduler(
+    config: &Config,
+    master: &MasterCf,
+    master_path: &str,
+    registry: &Registry,
+    cleanup: Arc<Cleanup>,
+    master_log: &Log,
+) -> Result<Arc<Scheduler>, Fatal> {
+    let hostname = config.expanded("myhostname").map_err(fatal)?;
+    let syslog_name = config.expanded("syslog_name").map_err(fatal)?;
+    let clock: Arc<dyn Fn() -> SystemTime + Send + Sync> = Arc::new(SystemTime::now);
+    // As root, mailboxes are given to their owners (virtual_uid_maps).
+    let as_root = nix::unistd::geteuid().is_root();
+    let mut transports = HashMap::new();
+    for service in master.effective_services() {
+        let program = service.command().program();
+        if !runs_inside(program) {
+            continue;
+        }
+        let name = service.name();
+        let svc_config = config.with_overrides(service.command().overrides());
+        let agent: Arc<dyn DeliveryAgent> = match program {
+            "virtual" => {
+                let mut vc = VirtualConfig::from_config(&svc_config, registry).map_err(fatal)?;
+                vc.set_owner = as_root;
+                Arc::new(VirtualAgent::new(vc, Arc::clone(&clock), name))
+            }
+            "discard" => Arc::new(Discard),
+            "error" if name == "retry" => Arc::new(ErrorAgent::retry()),
+            "error" => Arc::new(ErrorAgent::bounce()),
+            _ => {
+                master_log.info(&format!(
+                    "{master_path}, line {}: service {name} ({program}): runs inside mtad",
+                    service.line()
+                ));
+                continue;
+            }
+        };
+        let default_limit = svc_config.integer("default_process_limit").map_err(fatal)?;
+        let time_limit = if svc_config.is_known(&format!("{name}_time_limit")) {
+            svc_config
+                .time(&format!("{name}_time_limit"))
+                .map_err(fatal)?
+        } else {
+            svc_config.time("command_time_limit").map_err(fatal)?
+        };
+        transports.insert(
+            name.to_owned(),
+            Transport {
+                agent,
+                process_limit: count(service.process_limit().map_or(default_limit, i64::from)),
+                destination_concurrency_limit: count(per_transport(
+                    &svc_config,
+                    name,
+                    "destination_concurrency_limit",
+                    "default_destination_concurrency_limit",
+                )?),
+                recipient_limit: count(per_transport(
+                    &svc_config,
+                    name,
+                    "destination_recipient_limit",
+                    "default_destination_recipient_limit",
+                )?),
+                time_limit,
+            },
+        );
+        master_log.info(&format!("service {name}: {program} delivery agent started"));
+    }
+    let time = |name: &str| config.time(name).map_err(fatal);
+    let scheduler_config = SchedulerConfig {
+        minimal_backoff_time: time("minimal_backoff_time")?,
+        maximal_backoff_time: time("maximal_backoff_time")?,
+        queue_run_delay: time("queue_run_delay")?.max(Duration::from_secs(1)),
+        maximal_queue_lifetime: time("maximal_queue_lifetime")?,
+        bounce_queue_lifetime: time("bounce_queue_lifetime")?,
+        message_active_limit: count(config.integer("qmgr_message_active_limit").map_err(fatal)?),
+    };
+    let router = AddressResolver::from_config(config, registry).map_err(fatal)?;
+    let host = hostname.clone();
+    let log = Arc::new(move |program: &str, line: &str| {
+        Log::new(&host, &syslog_name, program).info(line);
+    });
+    let notices = NoticeConfig {
+        hostname,
+        bounce_size_limit: count(config.integer("bounce_size_limit").map_err(fatal)?),
+    };
+    let queue = cleanup.queue().clone();
+    Ok(Arc::new(
+        Scheduler::new(
+            queue,
+            Arc::new(router),
+            transports,
+            scheduler_config,
+            log,
+            clock,
+        )
+        .with_notices(cleanup, notices),
+    ))
+}
