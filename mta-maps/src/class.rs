@@ -17,7 +17,6 @@ use mta_core::config::{Config, ConfigError};
 
 use crate::domains::DomainMatcher;
 use crate::list::MapList;
-use crate::map::KeyKind;
 use crate::search::{SearchStyle, keys};
 
 /// `transport_maps` as a transport(5) table: searched as transport(5)
@@ -55,21 +54,11 @@ impl TransportTable for TransportMaps {
                 parent_matches: self.parent_matches,
             },
         );
-        for key in &search {
-            for map in self.maps.maps() {
-                if key.partial && map.key_kind() != KeyKind::Fixed {
-                    continue;
-                }
-                let found = map
-                    .lookup(&key.key)
-                    .now(map.name())
-                    .map_err(|e| LookupError::new("transport_maps", e.to_string()))?;
-                if let Some(value) = found {
-                    return Ok(Some(value.into_owned()));
-                }
-            }
-        }
-        Ok(None)
+        let found = self
+            .maps
+            .search_now(&search)
+            .map_err(|e| LookupError::new("transport_maps", e.to_string()))?;
+        Ok(found.map(|(_, value)| value.into_owned()))
     }
 }
 

@@ -63,6 +63,29 @@ impl MapList {
         Ok(None)
     }
 
+    /// [`search`](Self::search) for callers without a runtime: every
+    /// table must answer at once (network tables give a temporary error).
+    ///
+    /// # Errors
+    ///
+    /// The first table error.
+    pub fn search_now<'a>(
+        &'a self,
+        keys: &'a [SearchKey],
+    ) -> Result<Option<(&'a SearchKey, std::borrow::Cow<'a, str>)>, MapError> {
+        for key in keys {
+            for map in &self.maps {
+                if key.partial && map.key_kind() != KeyKind::Fixed {
+                    continue;
+                }
+                if let Some(value) = map.lookup(&key.key).now(map.name())? {
+                    return Ok(Some((key, value)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// [`lookup`](Self::lookup) for callers without a runtime: every table
     /// must answer at once (network tables give a temporary error).
     pub fn lookup_now<'a>(&'a self, key: &'a str) -> LookupResult<'a> {

@@ -17,10 +17,12 @@
 //!   to `hold` once it is durable;
 //! - a table that cannot answer gives a temporary failure (`451`).
 //!
+//! - recipients are expanded through `virtual_alias_maps`
+//!   ([`crate::virtual_alias`]) before the envelope is written.
+//!
 //! Not yet (issue 6): the header fixes for local submissions
 //! (`Message-ID:`, `Date:`, `From:`), `Return-Path:` removal, address
-//! rewriting (`canonical_maps`, masquerading, `virtual_alias_maps`
-//! expansion), the `REDIRECT`, `FILTER` and `BCC` actions (reported in
+//! rewriting (`canonical_maps`, masquerading), the `REDIRECT`, `FILTER` and `BCC` actions (reported in
 //! the verdict, not applied), `hopcount_limit`, `queue_minfree`.
 
 use std::io;
@@ -37,6 +39,7 @@ use mta_restrictions::content::{
 
 use crate::file::{Envelope, QueueFileWriter, Recipient};
 use crate::store::{Commit, Committer, Queue, QueueName};
+use crate::virtual_alias::VirtualAliases;
 
 /// The entry into the queue, shared by every session.
 #[derive(Debug)]
@@ -47,6 +50,7 @@ pub struct Cleanup {
     limits: ContentLimits,
     ids: Mutex<QueueIdGenerator>,
     uniquifier: AtomicU64,
+    aliases: Option<VirtualAliases>,
 }
 
 /// A message about to be written.
@@ -153,7 +157,15 @@ impl Cleanup {
             limits,
             ids: Mutex::new(QueueIdGenerator::new()),
             uniquifier: AtomicU64::new(u64::from(std::process::id())),
+            aliases: None,
         }
+    }
+
+    /// Expands recipients through `virtual_alias_maps` before each
+    /// message is written ([`crate::virtual_alias`]).
+    pub fn with_virtual_aliases(mut self, aliases: VirtualAliases) -> Cleanup {
+        self.aliases = Some(aliases);
+        self
     }
 
     /// The queue it writes to.
@@ -167,8 +179,14 @@ impl Cleanup {
     ///
     /// # Errors
     ///
-    /// When the file cannot be created or written.
+    /// When the file cannot be created or written, or the recipients
+    /// cannot be expanded ([`crate::virtual_alias::AliasError`], as the
+    /// error's inner error): the client is told to try again.
     pub fn begin(&self, submission: Submission) -> io::Result<CleanupMessage> {
+        let recipients = match &self.aliases {
+            Some(a) => a.expand(submission.recipients).map_err(io::Error::other)?,
+            None => submission.recipients,
+        };
         let id = {
             let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
             ids.next(
@@ -180,7 +198,7 @@ impl Cleanup {
             arrival: submission.arrival,
             sender: submission.sender,
             attributes: submission.attributes,
-            recipients: submission.recipients,
+            recipients,
         };
         let writer = self.queue.create(&id, &envelope)?;
         let mut context = submission.context;

@@ -54,3 +54,4 @@ pub mod listing;
 pub mod notice;
 pub mod scheduler;
 pub mod store;
+pub mod virtual_alias;

@@ -12,6 +12,7 @@ use mta_core::dns::Resolver;
 use mta_maps::registry::{OpenContext, Registry};
 use mta_queue::cleanup::Cleanup;
 use mta_queue::store::{Committer, Queue};
+use mta_queue::virtual_alias::VirtualAliases;
 
 use crate::qmgr;
 use mta_restrictions::content::{ContentLimits, ContentTables};
@@ -86,12 +87,11 @@ pub(crate) async fn run(
         &expanded("body_checks")?,
     )
     .map_err(fatal)?;
-    let cleanup = Arc::new(Cleanup::new(
-        queue,
-        committer,
-        Arc::new(tables),
-        content_limits(&config)?,
-    ));
+    let aliases = VirtualAliases::from_config(&config, &registry).map_err(fatal)?;
+    let cleanup = Arc::new(
+        Cleanup::new(queue, committer, Arc::new(tables), content_limits(&config)?)
+            .with_virtual_aliases(aliases),
+    );
     let dns: Arc<dyn Resolver> = Arc::new(match HickoryResolver::from_system() {
         Ok(r) => r,
         Err(e) => {

@@ -25,9 +25,9 @@ fn free_port() -> u16 {
 }
 
 /// The reference site in a scratch directory, listening on free ports.
-fn site() -> (PathBuf, u16, u16) {
+fn site(name: &str) -> (PathBuf, u16, u16) {
     let (smtp, submission) = (free_port(), free_port());
-    let dir = common::compiled_site("daemon", |master| {
+    let dir = common::compiled_site(name, |master| {
         master
             .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
             .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"))
@@ -132,7 +132,7 @@ const EXE: &str = "Subject: report\nMIME-Version: 1.0\nContent-Type: multipart/m
 
 #[test]
 fn the_reference_site_receives_and_delivers_mail() {
-    let (dir, smtp, submission) = site();
+    let (dir, smtp, submission) = site("daemon");
     let mut daemon = start(&dir, smtp);
     let (mut c, greeting) = Client::connect(smtp);
     assert_eq!(greeting, "220 mail.example.com ESMTP mtad\r\n");
@@ -329,5 +329,64 @@ fn the_reference_site_receives_and_delivers_mail() {
         log.contains(": reject: header Subject: FREE OFFER!! today from unknown[127.0.0.1]; from=<alice@example.org> to=<bob@example.com> proto=ESMTP helo=<client.example.org>: 5.7.1 message content rejected"),
         "{log}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// All the files delivered to maildir directory `new`, once there are `n`.
+fn wait_for_messages(new: &Path, n: usize) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let files: Vec<PathBuf> = std::fs::read_dir(new)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        if files.len() >= n {
+            assert_eq!(files.len(), n, "{}", new.display());
+            return files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap())
+                .collect();
+        }
+        assert!(
+            Instant::now() < until,
+            "{} has {} of {n}",
+            new.display(),
+            files.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn virtual_aliases_reach_their_mailboxes_once() {
+    let (dir, smtp, _) = site("aliases");
+    let _daemon = start(&dir, smtp);
+    let (mut c, _) = Client::connect(smtp);
+    c.send("EHLO client.example.org");
+    // postmaster@ is alice; staff@ is everyone in example.com, alice too:
+    // she gets one copy.
+    let r = c.mail(
+        "carol@example.org",
+        &["postmaster@example.org", "staff@example.com"],
+        "Subject: hello all\n\nmeeting at noon\n",
+    );
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    let mail = dir.join("state/mail/example.com");
+    let alice = wait_for_messages(&mail.join("alice/new"), 1);
+    assert!(
+        alice[0].starts_with("Return-Path: <carol@example.org>\nX-Original-To: postmaster@example.org\nDelivered-To: alice@example.com\n"),
+        "{}",
+        alice[0]
+    );
+    for user in ["bob", "carol", "dave", "erin"] {
+        let got = wait_for_messages(&mail.join(user).join("new"), 1);
+        assert!(
+            got[0].contains(&format!(
+                "\nX-Original-To: staff@example.com\nDelivered-To: {user}@example.com\n"
+            )),
+            "{user}: {}",
+            got[0]
+        );
+    }
+    assert!(c.send("QUIT").starts_with("221"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
