@@ -49,6 +49,7 @@
 //! ```
 
 pub mod cleanup;
+pub mod defer_log;
 pub mod file;
 pub mod listing;
 pub mod notice;

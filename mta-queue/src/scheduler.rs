@@ -30,7 +30,8 @@
 //!    the wait doubles with each attempt. A message older than
 //!    `maximal_queue_lifetime` (`bounce_queue_lifetime` for a bounce) is
 //!    returned to the sender instead, with the last reason of each
-//!    recipient.
+//!    recipient. The reasons are kept in the message's defer log
+//!    ([`crate::defer_log`]) for `mailq`.
 //!
 //! `deferred` is scanned every `queue_run_delay`, and `incoming` whenever
 //! [`Scheduler::waker`] is notified (cleanup's commit) or the scan comes
@@ -705,6 +706,26 @@ impl Scheduler {
                 Err(e) => (self.log)("qmgr", &format!("warning: {id}: remove: {e}")),
             }
             return;
+        }
+        let mut deferred: Vec<(&usize, &StatusDetail)> = last_defer.iter().collect();
+        deferred.sort_by_key(|(i, _)| **i);
+        let records: Vec<crate::defer_log::DeferRecord> = deferred
+            .into_iter()
+            .map(|(&i, d)| {
+                let q = &file.envelope.recipients[i];
+                crate::defer_log::DeferRecord {
+                    recipient: q.address.clone(),
+                    orig_rcpt: q
+                        .orcpt
+                        .clone()
+                        .unwrap_or_else(|| format!("rfc822;{}", q.original)),
+                    status: d.dsn.to_string(),
+                    reason: d.text.clone(),
+                }
+            })
+            .collect();
+        if let Err(e) = crate::defer_log::write(&self.queue, id, &records) {
+            (self.log)("qmgr", &format!("warning: {id}: write the defer log: {e}"));
         }
         let next = now + backoff(&self.config, age);
         let set = std::fs::File::options()

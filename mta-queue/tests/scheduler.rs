@@ -338,6 +338,13 @@ async fn deferred_mail_waits_doubles_and_expires() {
     assert!(lines.iter().any(|l| l.starts_with(&format!("flaky: {id}: to=<carol@example.net>")) && l.ends_with("dsn=4.4.1, status=deferred (connect to mx.example.net[192.0.2.9]:25: Connection refused)")), "{lines:#?}");
     assert_eq!(maildir_messages(&site), 1);
 
+    // mailq shows why.
+    let listing = mta_queue::listing::render(&mta_queue::listing::entries(&site.queue).unwrap());
+    assert!(
+        listing.contains("\n                 (connect to mx.example.net[192.0.2.9]:25: Connection refused)\n                                               carol@example.net\n"),
+        "{listing}"
+    );
+
     // Not due yet: untouched.
     site.advance(Duration::from_secs(299));
     assert_eq!(site.scheduler.run_once().await, 0);
