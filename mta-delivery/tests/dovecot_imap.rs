@@ -1,0 +1,236 @@
+//! Maildirs written by the virtual agent, read back by a real IMAP server:
+//! Debian's Dovecot, started on a loopback port with the reference site's
+//! layout (`virtual_mailbox_base/DOMAIN/USER/`), and Python's imaplib as
+//! the mail client.
+//!
+//! Needs `dovecot` (dovecot-imapd) and `python3`; without them the test
+//! prints why it is skipped, or fails when `CI` is set.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mta_core::address::ReversePath;
+use mta_core::config::{Config, HostFacts};
+use mta_core::delivery::{DeliveryAgent, DeliveryRequest, Envelope, MemoryContent, Recipient};
+use mta_core::queue_id::QueueId;
+use mta_delivery::virtual_agent::{VirtualAgent, VirtualConfig};
+use mta_maps::registry::{OpenContext, Registry};
+
+fn skip(reason: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("dovecot test cannot run: {reason}");
+    }
+    eprintln!("SKIPPED dovecot test: {reason}");
+}
+
+struct Dovecot {
+    config: PathBuf,
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("doveadm")
+            .arg("-c")
+            .arg(&self.config)
+            .arg("stop")
+            .output();
+    }
+}
+
+/// Starts Dovecot on `port` serving the maildirs under `base`, with the
+/// one user alice@example.com (password "secret") owned by `uid:gid`.
+fn start_dovecot(
+    dir: &Path,
+    base: &Path,
+    port: u16,
+    uid: u32,
+    gid: u32,
+) -> Result<Dovecot, String> {
+    std::fs::write(
+        dir.join("passwd"),
+        "alice@example.com:{PLAIN}secret::::::\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let config = dir.join("dovecot.conf");
+    let text = format!(
+        "base_dir = {d}/run\n\
+         state_dir = {d}/state\n\
+         log_path = {d}/dovecot.log\n\
+         protocols = imap\n\
+         listen = 127.0.0.1\n\
+         ssl = no\n\
+         disable_plaintext_auth = no\n\
+         auth_mechanisms = plain\n\
+         first_valid_uid = 1\n\
+         mail_location = maildir:{base}/%d/%n\n\
+         passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
+         userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={d}/home/%d/%n\n}}\n\
+         service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  \
+           inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
+         service anvil {{\n  chroot =\n}}\n\
+         service imap-login {{\n  chroot =\n}}\n",
+        d = dir.display(),
+        base = base.display(),
+    );
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    // Dovecot goes into the background and keeps what it inherited: no
+    // pipes, or waiting for it would wait for ever.
+    let errors = std::fs::File::create(dir.join("dovecot.stderr")).map_err(|e| e.to_string())?;
+    let out = Command::new("dovecot")
+        .arg("-c")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(errors)
+        .status()
+        .map_err(|e| format!("dovecot: {e}"))?;
+    let dovecot = Dovecot { config };
+    if !out.success() {
+        return Err(format!(
+            "dovecot did not start: {}{}",
+            std::fs::read_to_string(dir.join("dovecot.stderr")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default()
+        ));
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > until {
+            return Err("dovecot did not listen".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(dovecot)
+}
+
+const IMAP_CLIENT: &str = r#"
+import imaplib, sys, email
+m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+m.login("alice@example.com", "secret")
+typ, data = m.select("INBOX")
+print("EXISTS", data[0].decode())
+typ, data = m.search(None, "ALL")
+for num in data[0].split():
+    typ, parts = m.fetch(num, "(RFC822.SIZE RFC822)")
+    meta = parts[0][0].decode()
+    size = meta.split("RFC822.SIZE ")[1].split(" ")[0]
+    msg = email.message_from_bytes(parts[0][1])
+    print("MSG", size, len(parts[0][1]), msg["Subject"], msg["Delivered-To"], msg["Return-Path"], msg.get_payload().strip())
+m.logout()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_serves_what_the_virtual_agent_delivered() {
+    for tool in ["dovecot", "doveadm", "python3"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            return skip(&format!("{tool} is not installed"));
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("mta-dovecot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("mail");
+    // As root, the agent gives the mailboxes to an unprivileged owner, as
+    // a real site's virtual_uid_maps does; Dovecot reads them as that user.
+    let root = nix::unistd::geteuid().is_root();
+    let (uid, gid) = if root {
+        (65534, 65534)
+    } else {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    };
+    let main_cf = format!(
+        "myhostname = mail.example.com\n\
+         virtual_mailbox_base = {}\n\
+         virtual_mailbox_maps = inline:{{ alice@example.com=example.com/alice/ }}\n\
+         virtual_minimum_uid = 1\n\
+         virtual_uid_maps = static:{uid}\nvirtual_gid_maps = static:{gid}\n",
+        base.display()
+    );
+    let config = Config::parse(&main_cf, "main.cf", HostFacts::default()).unwrap();
+    let mut vc =
+        VirtualConfig::from_config(&config, &Registry::new(OpenContext::default())).unwrap();
+    vc.set_owner = root;
+    let agent = VirtualAgent::new(vc, Arc::new(SystemTime::now), "virtual");
+    for (n, subject) in ["first", "second"].iter().enumerate() {
+        let body = format!("Subject: {subject}\nFrom: bob@example.org\n\nmessage {n}\n");
+        let envelope = Envelope::new(
+            QueueId::from_parts(1_764_786_132, 0, n as u64),
+            ReversePath::Mailbox("bob@example.org".parse().unwrap()),
+            SystemTime::now(),
+            body.len() as u64,
+        );
+        let request = DeliveryRequest::new(
+            envelope,
+            vec![Recipient::new("alice@example.com".parse().unwrap(), 1)],
+            "example.com",
+            Duration::from_secs(30),
+            Arc::new(MemoryContent::new(body.into_bytes())),
+        );
+        let report = agent.deliver(request).await;
+        assert_eq!(
+            report.results[0].status.status_word(),
+            Some("sent"),
+            "{report:?}"
+        );
+    }
+    if root {
+        // Dovecot, as nobody, needs to reach the maildirs.
+        for d in [&dir, &base] {
+            let mut p = std::fs::metadata(d).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+            std::fs::set_permissions(d, p).unwrap();
+        }
+    }
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dovecot = match start_dovecot(&dir, &base, port, uid, gid) {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    };
+    let out = Command::new("python3")
+        .args(["-c", IMAP_CLIENT, &port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let log = std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{text}{}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "EXISTS 2", "{text}\n{log}");
+    // Dovecot's RFC822.SIZE (from the ,S= part of the name, CR LF counted)
+    // matches the message it sends.
+    for (line, (subject, n)) in lines[1..].iter().zip([("first", 0), ("second", 1)]) {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f[1], f[2], "size as announced and as sent: {line}");
+        assert_eq!(
+            &f[3..],
+            [
+                subject,
+                "alice@example.com",
+                "<bob@example.org>",
+                "message",
+                &n.to_string()
+            ],
+            "{line}"
+        );
+    }
+    drop(dovecot);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
