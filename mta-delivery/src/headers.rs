@@ -11,7 +11,8 @@
 //!
 //! `Return-Path:` carries the envelope sender (`<>` for a bounce),
 //! `X-Original-To:` the recipient as the client gave it, `Delivered-To:`
-//! the final recipient, lower-cased. Local parts are quoted where RFC 5322
+//! the final recipient, as the queue has it (Postfix 3.7's `virtual(8)`
+//! keeps its case). Local parts are quoted where RFC 5322
 //! needs it. Before delivering, an agent looks for a `Delivered-To:` with
 //! the same recipient already in the message's header: one means the mail
 //! has been here before and is going round in circles, and Postfix
@@ -34,7 +35,7 @@ pub struct DeliveryHeaders {
     pub return_path: String,
     /// The `X-Original-To:` value.
     pub original_to: String,
-    /// The `Delivered-To:` value, lower-cased.
+    /// The `Delivered-To:` value.
     pub delivered_to: String,
 }
 
@@ -59,7 +60,7 @@ impl DeliveryHeaders {
     /// let h = DeliveryHeaders::new(&envelope, &rcpt);
     /// assert_eq!(
     ///     String::from_utf8(h.render()).unwrap(),
-    ///     "Return-Path: <>\nX-Original-To: postmaster@example.com\nDelivered-To: alice@example.com\n"
+    ///     "Return-Path: <>\nX-Original-To: postmaster@example.com\nDelivered-To: Alice@example.com\n"
     /// );
     /// # Ok::<(), mta_core::address::AddressError>(())
     /// ```
@@ -87,9 +88,10 @@ impl DeliveryHeaders {
 }
 
 /// The `Delivered-To:` value for `address`: its external form,
-/// lower-cased, as Postfix writes it and compares it.
+/// as Postfix's `virtual(8)` writes it (case kept; the loop check
+/// compares without regard to case).
 pub fn delivered_to(address: &MailAddress) -> String {
-    address.render().to_lowercase()
+    address.render()
 }
 
 /// Whether the header of the message that `content` reads holds a
@@ -172,7 +174,7 @@ mod tests {
         // Without a rewrite, the original recipient is the recipient, as
         // given (not folded).
         assert_eq!(h.original_to, "Bob.Smith@example.com");
-        assert_eq!(h.delivered_to, "bob.smith@example.com");
+        assert_eq!(h.delivered_to, "Bob.Smith@example.com");
     }
 
     #[test]

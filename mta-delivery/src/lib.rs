@@ -66,7 +66,7 @@
 //! let new = base.join("example.com/alice/new");
 //! let file = std::fs::read_dir(&new)?.next().unwrap()?.path();
 //! assert!(std::fs::read_to_string(file)?.starts_with(
-//!     "Return-Path: <bob@example.org>\nX-Original-To: Alice@example.com\nDelivered-To: alice@example.com\nSubject: hello\n"));
+//!     "Return-Path: <bob@example.org>\nX-Original-To: Alice@example.com\nDelivered-To: Alice@example.com\nSubject: hello\n"));
 //! # std::fs::remove_dir_all(&base)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -4,14 +4,15 @@
 //! A message is appended as
 //!
 //! ```text
-//! From sender@example.org Thu Dec  3 18:22:12 2026
+//! From sender@example.org  Thu Dec  3 18:22:12 2026
 //! Return-Path: <sender@example.org>
 //! ...the message, each line starting "From " written ">From "...
 //!
 //! ```
 //!
 //! that is, the `From_` line with the envelope sender (`MAILER-DAEMON` for
-//! the null sender) and the time of delivery, the delivery headers, the
+//! the null sender), two spaces and the time of delivery as `asctime(3)`
+//! writes it (Postfix's layout), the delivery headers, the
 //! message with `From ` lines quoted as Postfix quotes them (only `From `,
 //! not `>From `), a final LF if the last line had none, and an empty line.
 //!
@@ -168,7 +169,7 @@ impl Mbox {
     /// mbox.deliver(&sender, b"", &b"Subject: hi\n\nFrom me\n"[..], when, &MboxOptions::default())?;
     /// assert_eq!(
     ///     std::fs::read_to_string(&path)?,
-    ///     "From ann@example.org Wed Dec  3 18:22:12 2025\nSubject: hi\n\n>From me\n\n"
+    ///     "From ann@example.org  Wed Dec  3 18:22:12 2025\nSubject: hi\n\n>From me\n\n"
     /// );
     /// # std::fs::remove_file(&path)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -235,9 +236,9 @@ impl Mbox {
     ) -> Result<(), MailboxError> {
         let from = match sender {
             ReversePath::Null => "MAILER-DAEMON".to_owned(),
-            ReversePath::Mailbox(a) => a.internal_form(),
+            ReversePath::Mailbox(a) => a.render(),
         };
-        let mut head = format!("From {from} {}\n", mta_core::date::ctime(now)).into_bytes();
+        let mut head = format!("From {from}  {}\n", mta_core::date::ctime(now)).into_bytes();
         head.extend_from_slice(prepend);
         let mut out = BufWriter::with_capacity(64 * 1024, &*file);
         let written = copy_message(
@@ -394,8 +395,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             fs::read_to_string(mbox.path()).unwrap(),
-            "From MAILER-DAEMON Tue Nov 14 22:13:20 2023\nReturn-Path: <>\nA: 1\n\nno newline\n\n\
-             From b@example.org Tue Nov 14 22:13:20 2023\nB: 2\n\n>From x\n\n"
+            "From MAILER-DAEMON  Tue Nov 14 22:13:20 2023\nReturn-Path: <>\nA: 1\n\nno newline\n\n\
+             From b@example.org  Tue Nov 14 22:13:20 2023\nB: 2\n\n>From x\n\n"
         );
         assert!(!dir.join("var/mail/alice.lock").exists());
         fs::remove_dir_all(&dir).unwrap();

@@ -283,7 +283,7 @@ impl VirtualAgent {
             Err(status) => return status,
         };
         let headers = DeliveryHeaders::new(&request.envelope, rcpt);
-        let delivered = delivered_to(&address);
+        let delivered = delivered_to(&rcpt.address);
         let content = request.content.clone();
         let sender = request.envelope.sender.clone();
         let config = Arc::clone(&self.config);

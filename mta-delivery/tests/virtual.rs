@@ -142,8 +142,8 @@ async fn a_batch_gets_one_result_per_recipient() {
     let bob = std::fs::read_to_string(dir.join("mail/example.org/bob")).unwrap();
     assert_eq!(
         bob,
-        "From carol@example.org Wed Dec  3 18:22:12 2025\n\
-         Return-Path: <carol@example.org>\nX-Original-To: BOB@example.org\nDelivered-To: bob@example.org\n\
+        "From carol@example.org  Wed Dec  3 18:22:12 2025\n\
+         Return-Path: <carol@example.org>\nX-Original-To: BOB@example.org\nDelivered-To: BOB@example.org\n\
          From: carol@example.org\nSubject: minutes\n\n>From the meeting:\n. one\n\n"
     );
     assert!(
