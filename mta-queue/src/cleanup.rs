@@ -13,8 +13,7 @@
 //! - header lines the caller prepends (the `Received:` header smtpd
 //!   writes) go through `header_checks` like the message's own;
 //! - `REJECT` removes the file and gives the reply; `DISCARD` accepts
-//!   and removes it; `HOLD` is reported so the caller moves the message
-//!   to `hold` once it is durable;
+//!   and removes it; `HOLD` commits it in `hold` instead of `incoming`;
 //! - a table that cannot answer gives a temporary failure (`451`).
 //!
 //! - recipients are expanded through `virtual_alias_maps`
@@ -132,7 +131,7 @@ pub struct Queued {
     /// Completes when the file is durable: only then may the client be
     /// told it was queued.
     pub commit: Commit,
-    /// `HOLD` was asked for: move the message to `hold` once durable.
+    /// `HOLD` was asked for: the message is committed in `hold`.
     pub hold: bool,
     /// `DISCARD` was asked for: the message is accepted and already
     /// removed (`commit` completes at once).
@@ -302,9 +301,22 @@ impl CleanupMessage {
                 verdict,
             });
         }
-        let commit = self
-            .committer
-            .commit(file, &self.queue.dir(QueueName::Incoming));
+        // A HOLD message goes straight to hold, before it is marked ready,
+        // so the queue manager never sees it in incoming.
+        let target = if verdict.hold {
+            if let Err(e) =
+                self.queue
+                    .move_to(self.id.as_str(), QueueName::Incoming, QueueName::Hold)
+            {
+                drop(file);
+                self.remove();
+                return Err(CleanupError::Io(e));
+            }
+            QueueName::Hold
+        } else {
+            QueueName::Incoming
+        };
+        let commit = self.committer.commit(file, &self.queue.dir(target));
         Ok(Queued {
             id: self.id,
             size,
@@ -418,6 +430,11 @@ mod tests {
         let q = m.finish().unwrap();
         assert!(q.hold);
         q.commit.wait().unwrap();
+        // Committed in hold, never visible in incoming.
+        assert_eq!(cleanup.queue().find(q.id.as_str()), Some(QueueName::Hold));
+        assert!(crate::store::is_ready(
+            &cleanup.queue().path(QueueName::Hold, &q.id)
+        ));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -62,6 +62,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -226,7 +227,13 @@ impl QueueFileWriter {
                 "too many recipients",
             ));
         }
-        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        // Mode 0600: not yet ready; the committer adds the owner's execute bit
+        // once the file is durable (see `store`).
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         let mut w = QueueFileWriter {
             out: BufWriter::with_capacity(CONTENT_PIECE + 16, file),
             crc: crc32fast::Hasher::new(),

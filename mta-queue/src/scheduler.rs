@@ -387,7 +387,15 @@ impl Scheduler {
     /// The messages to take now, incoming and (if `deferred`) due deferred
     /// ones in turn, each moved to `active`.
     fn due(&self, deferred: bool) -> Vec<String> {
-        let incoming = self.queue.list(QueueName::Incoming).unwrap_or_default();
+        // Files still being written (not yet marked ready by the
+        // committer) are left alone.
+        let incoming: Vec<String> = self
+            .queue
+            .list(QueueName::Incoming)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| crate::store::is_ready(&self.queue.dir(QueueName::Incoming).join(id)))
+            .collect();
         let due_deferred: Vec<String> = if deferred {
             let now = (self.clock)();
             self.queue

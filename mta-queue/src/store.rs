@@ -19,6 +19,12 @@
 //! and the file system's journal commits instead of queueing behind each
 //! other's.
 //!
+//! A file in `incoming` is ready for the queue manager only once it is
+//! durable: cleanup creates it with mode 0600 and the committer adds the
+//! owner's execute bit (0700) after the file's sync, before the directory's
+//! ([`is_ready`]), as Postfix marks finished queue files. The queue
+//! manager passes over files without it, which are still being written.
+//!
 //! Moves between queues are renames within one file system, synced on
 //! both directories, so a message is always in exactly one queue after a
 //! crash. At start, [`Queue::recover`] puts every unreadable file in
@@ -75,6 +81,19 @@ impl QueueName {
             QueueName::Corrupt => "corrupt",
         }
     }
+}
+
+/// Whether the queue file at `path` is complete and durable: it has the
+/// owner's execute bit, which the committer sets after syncing it.
+pub fn is_ready(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o100 != 0)
+}
+
+/// Marks a synced queue file ready (mode 0700).
+fn mark_ready(file: &File) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o700))
 }
 
 /// The per-message log directories (`defer`, `bounce`), beside the queues.
@@ -268,6 +287,12 @@ impl Queue {
                 };
                 match QueueFile::read(&entry.path()) {
                     Ok(_) => {
+                        // Complete but not marked: the crash came between
+                        // the sync and the mark, possibly after the 250.
+                        // Deliver it, as Postfix would.
+                        if !is_ready(&entry.path()) {
+                            File::open(entry.path()).and_then(|f| mark_ready(&f))?;
+                        }
                         if queue == QueueName::Active {
                             self.move_to(&id, QueueName::Active, QueueName::Incoming)?;
                             found.requeued.push(id);
@@ -440,6 +465,13 @@ fn commit_loop(rx: &Mutex<mpsc::Receiver<Request>>) {
             batch
         };
         let mut results = sync_files(&batch);
+        // Ready only once synced; the directory sync below carries the
+        // mode change to the journal with the names.
+        for (request, result) in batch.iter().zip(results.iter_mut()) {
+            if result.is_ok() {
+                *result = mark_ready(&request.file);
+            }
+        }
         let mut dirs: Vec<&PathBuf> = batch.iter().map(|r| &r.dir).collect();
         dirs.sort();
         dirs.dedup();
@@ -506,6 +538,8 @@ mod tests {
             c.wait().unwrap();
         }
         assert_eq!(queue.list(QueueName::Incoming).unwrap().len(), 20);
+        // Committed files are ready for the queue manager.
+        assert!(is_ready(&queue.path(QueueName::Incoming, &id(2))));
         let first = id(1).as_str().to_string();
         queue
             .move_to(&first, QueueName::Incoming, QueueName::Active)
@@ -523,7 +557,18 @@ mod tests {
         )
         .unwrap();
 
+        // Complete and synced, but the crash came before the ready mark.
+        let unmarked = id(97);
+        let mut w = queue.create(&unmarked, &envelope()).unwrap();
+        w.write_content(b"whole\r\n").unwrap();
+        w.finish().unwrap().sync_all().unwrap();
+        assert!(!is_ready(&queue.path(QueueName::Incoming, &unmarked)));
+
         let r = queue.recover().unwrap();
+        assert!(is_ready(&queue.path(QueueName::Incoming, &unmarked)));
+        queue
+            .remove(unmarked.as_str(), QueueName::Incoming)
+            .unwrap();
         assert_eq!(r.requeued, std::slice::from_ref(&first));
         let mut bad: Vec<_> = r.quarantined.iter().map(|q| q.id.clone()).collect();
         bad.sort();

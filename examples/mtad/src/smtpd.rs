@@ -14,7 +14,6 @@ use mta_core::dns::Resolver;
 use mta_core::reply::{ParseStatus, Reply, parse_reply};
 use mta_queue::cleanup::{Cleanup, CleanupMessage, Submission};
 use mta_queue::file::{Recipient, notify};
-use mta_queue::store::QueueName;
 use mta_restrictions::content::MessageContext;
 use mta_restrictions::restriction::{Decision, Restrictions, SmtpContext, Stage, Verdict};
 use mta_smtp::command::MailParameters;
@@ -328,14 +327,6 @@ impl Session {
                 let id = queued.id.as_str().to_string();
                 match queued.commit.await {
                     Ok(()) => {
-                        if queued.hold {
-                            let queue = self.service.cleanup.queue().clone();
-                            let moved = id.clone();
-                            let _ = tokio::task::spawn_blocking(move || {
-                                queue.move_to(&moved, QueueName::Incoming, QueueName::Hold)
-                            })
-                            .await;
-                        }
                         self.service.log.info(&format!(
                             "{id}: from=<{sender}>, size={}, nrcpt={nrcpt} (queue {})",
                             queued.size,
