@@ -16,11 +16,14 @@
 //!    limit (`maxproc` in `master.cf`) and its per-destination
 //!    concurrency (`default_destination_concurrency_limit`).
 //! 4. Each result is logged in Postfix's form (`ID: to=<...>, relay=...,
-//!    delay=..., delays=a/b/c/d, dsn=..., status=sent (...)`). A
-//!    recipient delivered or bounced is marked done in the queue file
-//!    (fsynced) before anything else happens to it, so a crash never
-//!    delivers to it twice.
-//! 5. When every recipient is done, the file is removed (`ID: removed`).
+//!    delay=..., delays=a/b/c/d, dsn=..., status=sent (...)`). When some
+//!    recipients must wait, those delivered or bounced are marked done in
+//!    the queue file (fsynced) before the message is deferred, so a later
+//!    attempt or a crash never delivers to them twice.
+//! 5. When every recipient is done, the file is removed (`ID: removed`),
+//!    without marks or a directory sync: a crash before the removal is
+//!    durable delivers the message again rather than losing it, Postfix's
+//!    trade too.
 //!    Bounced recipients get a non-delivery notice to the sender
 //!    ([`crate::notice`]), queued through cleanup, unless the sender is
 //!    `<>`.
@@ -424,7 +427,7 @@ impl Scheduler {
                 if busy.contains(&id) {
                     continue;
                 }
-                if self.queue.move_to(&id, from, QueueName::Active).is_ok() {
+                if self.queue.rename(&id, from, QueueName::Active).is_ok() {
                     busy.insert(id.clone());
                     out.push(id);
                 }
@@ -640,7 +643,13 @@ impl Scheduler {
         }
         outcomes.sort_by_key(|o| o.index);
 
-        // Apply: done marks first, then log.
+        // Apply: done marks first, then log. A message that will be removed
+        // needs none: its removal is the mark (a crash before it means
+        // delivering again, never losing it). Only a message that stays
+        // gets each finished recipient marked, fsynced, before it waits.
+        let stays = outcomes
+            .iter()
+            .any(|o| matches!(o.status, DeliveryStatus::Deferred(_)));
         let mut bounced: Vec<BouncedRecipient> = Vec::new();
         let mut still_pending = 0usize;
         let mut last_defer: HashMap<usize, StatusDetail> = HashMap::new();
@@ -650,7 +659,7 @@ impl Scheduler {
                 o.status,
                 DeliveryStatus::Delivered(_) | DeliveryStatus::Bounced(_)
             );
-            if done && !self.mark_done(&path, queued).await {
+            if done && stays && !self.mark_done(&path, queued).await {
                 still_pending += 1;
                 continue;
             }
@@ -709,7 +718,7 @@ impl Scheduler {
             self.send_notice(id, &file, &bounced, now).await;
         }
         if still_pending == 0 {
-            match self.queue.remove(id, QueueName::Active) {
+            match self.queue.remove_unsynced(id, QueueName::Active) {
                 Ok(()) => (self.log)("qmgr", &format!("{id}: removed")),
                 Err(e) => (self.log)("qmgr", &format!("warning: {id}: remove: {e}")),
             }
@@ -745,7 +754,7 @@ impl Scheduler {
         }
         if let Err(e) = self
             .queue
-            .move_to(id, QueueName::Active, QueueName::Deferred)
+            .rename(id, QueueName::Active, QueueName::Deferred)
         {
             (self.log)("qmgr", &format!("warning: {id}: move to deferred: {e}"));
         }

@@ -189,6 +189,35 @@ impl Queue {
         File::open(self.dir(from))?.sync_all()
     }
 
+    /// Moves message `id` between queues without syncing either directory:
+    /// for the queue manager's own moves (incoming or deferred to active,
+    /// active to deferred), where a move a crash undoes only brings the
+    /// message back to a queue it is scheduled from anyway. Postfix's
+    /// qmgr does not sync these either.
+    ///
+    /// # Errors
+    ///
+    /// When the file is not in `from`.
+    pub fn rename(&self, id: &str, from: QueueName, to: QueueName) -> io::Result<()> {
+        fs::rename(self.dir(from).join(id), self.dir(to).join(id))
+    }
+
+    /// Removes message `id` from `queue` and its logs without syncing the
+    /// directory: for a message delivered to every recipient, where a
+    /// removal a crash undoes means the message is delivered again (at
+    /// least once, never lost), as with Postfix.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be removed.
+    pub fn remove_unsynced(&self, id: &str, queue: QueueName) -> io::Result<()> {
+        fs::remove_file(self.dir(queue).join(id))?;
+        for d in LOG_DIRS {
+            let _ = fs::remove_file(self.root.join(d).join(id));
+        }
+        Ok(())
+    }
+
     /// Removes message `id` from `queue`, and its defer and bounce logs.
     ///
     /// # Errors
