@@ -192,24 +192,18 @@ impl DomainMatcher {
     ///
     /// As [`contains`](Self::contains).
     pub fn contains_now(&self, domain: &str) -> Result<bool, MapError> {
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        for entry in &self.entries {
-            match entry {
-                DomainEntry::Literal { .. } => {
-                    if let Some(answer) = self.literal(entry, &domain) {
-                        return Ok(answer);
-                    }
-                }
-                DomainEntry::Table(maps) => {
-                    for key in self.table_keys(&domain) {
-                        if maps.lookup_now(&key)?.is_some() {
-                            return Ok(true);
-                        }
-                    }
-                }
-            }
+        // Tables in memory or mapped from files answer at once, so the
+        // future is ready on its first poll; one that is not is a network
+        // table, which cannot answer here.
+        let mut search = std::pin::pin!(self.contains(domain));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match search.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(answer) => answer,
+            std::task::Poll::Pending => Err(MapError::temporary(
+                self.name.clone(),
+                "a table of this list answers asynchronously; it cannot be queried here",
+            )),
         }
-        Ok(false)
     }
 }
 

@@ -346,11 +346,7 @@ impl Scheduler {
                 };
                 let me = Arc::clone(&self);
                 tasks.spawn(async move {
-                    me.handle(&id).await;
-                    me.busy
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
+                    me.handle_and_release(&id).await;
                     drop(permit);
                 });
             }
@@ -375,13 +371,7 @@ impl Scheduler {
         let mut tasks = tokio::task::JoinSet::new();
         for id in ids {
             let me = Arc::clone(self);
-            tasks.spawn(async move {
-                me.handle(&id).await;
-                me.busy
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-            });
+            tasks.spawn(async move { me.handle_and_release(&id).await });
         }
         while tasks.join_next().await.is_some() {}
         n
@@ -442,6 +432,16 @@ impl Scheduler {
             d.entry((transport.to_owned(), nexthop.to_ascii_lowercase()))
                 .or_insert_with(|| Arc::new(Semaphore::new(limit.max(1)))),
         )
+    }
+
+    /// [`handle`](Self::handle), then lets later scans take the message
+    /// again.
+    async fn handle_and_release(self: &Arc<Self>, id: &str) {
+        self.handle(id).await;
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// Delivers one message in `active` as far as it goes.
