@@ -5,20 +5,23 @@
 //!   complete only at their checksummed end record, with recipients
 //!   marked done in place; the reader every other part trusts.
 //! - [`store`]: the queue directories under `queue_directory`, the
-//!   group commit that makes files durable off the async runtime, moves
-//!   between queues, and recovery after a crash.
-//!
-//! - [`cleanup`]: the one way into the queue: queue IDs, content checks
-//!   applied as the content streams in, the file written and committed
-//!   (address rewriting and the header fixes for local submissions are
-//!   still to come).
-//!
+//!   group commit that makes files durable off the async runtime (and
+//!   marks them ready), moves between queues, and recovery after a crash.
+//! - [`cleanup`]: the one way into the queue: queue IDs, recipients
+//!   expanded through [`virtual_alias`], content checks applied as the
+//!   content streams in, the file written and committed (canonical
+//!   mapping, masquerading and the header fixes for local submissions
+//!   are still to come).
+//! - [`scheduler`]: the queue manager, which drives delivery agents
+//!   through `mta_core::delivery`, retries with backoff and returns what
+//!   cannot be delivered, with [`notice`] (RFC 3464 bounces) and
+//!   [`defer_log`] (the reasons `mailq` shows).
 //! - [`listing`]: the queue listing of `postqueue -p` and `mailq`.
 //!
-//! Still to come (see the README's status): the scheduler, bounce and delay notices, and the
-//! administration operations behind `postqueue`, `postsuper` and
-//! `postcat`. It will not deliver mail itself: agents in `mta-delivery`
-//! do.
+//! Still to come (see the README's status): delay and success notices,
+//! the scheduler's slow start and dead-destination cache, and the
+//! administration operations behind `postsuper` and `qshape`. It does not
+//! deliver mail itself: agents in `mta-delivery` do.
 //!
 //! # Example
 //!
