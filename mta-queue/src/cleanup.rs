@@ -50,6 +50,7 @@ pub struct Cleanup {
     ids: Mutex<QueueIdGenerator>,
     uniquifier: AtomicU64,
     aliases: Option<VirtualAliases>,
+    queue_manager: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// A message about to be written.
@@ -114,6 +115,7 @@ pub struct CleanupMessage {
     id: QueueId,
     queue: Queue,
     committer: Committer,
+    queue_manager: Option<Arc<tokio::sync::Notify>>,
     writer: Option<QueueFileWriter>,
     /// `None` once [`finish`](Self::finish) has taken it.
     filter: Option<ContentFilter<'static>>,
@@ -157,7 +159,17 @@ impl Cleanup {
             ids: Mutex::new(QueueIdGenerator::new()),
             uniquifier: AtomicU64::new(u64::from(std::process::id())),
             aliases: None,
+            queue_manager: None,
         }
+    }
+
+    /// Tells the queue manager through `wake` (its
+    /// [`Scheduler::waker`](crate::scheduler::Scheduler::waker)) of each
+    /// message committed to `incoming`, once it is durable, whoever
+    /// submitted it: an SMTP session, a bounce notice, a local submission.
+    pub fn with_queue_manager(mut self, wake: Arc<tokio::sync::Notify>) -> Cleanup {
+        self.queue_manager = Some(wake);
+        self
     }
 
     /// Expands recipients through `virtual_alias_maps` before each
@@ -206,6 +218,7 @@ impl Cleanup {
             id,
             queue: self.queue.clone(),
             committer: self.committer.clone(),
+            queue_manager: self.queue_manager.clone(),
             writer: Some(writer),
             filter: Some(ContentFilter::shared(
                 Arc::clone(&self.tables),
@@ -316,7 +329,14 @@ impl CleanupMessage {
         } else {
             QueueName::Incoming
         };
-        let commit = self.committer.commit(file, &self.queue.dir(target));
+        let wake = self
+            .queue_manager
+            .clone()
+            .filter(|_| target == QueueName::Incoming);
+        let commit = self
+            .committer
+            .commit(file, &self.queue.dir(target))
+            .notifying(wake);
         Ok(Queued {
             id: self.id,
             size,

@@ -548,22 +548,35 @@ impl QueueFile {
     /// When the byte at the recipient's offset is not a recipient record
     /// (the file changed), or on I/O errors.
     pub fn mark_done(path: &Path, recipient: &Recipient) -> io::Result<()> {
+        QueueFile::mark_all_done(path, &[recipient])
+    }
+
+    /// Marks each of `recipients` done in the file at `path`, in place,
+    /// with one sync for all of them.
+    ///
+    /// # Errors
+    ///
+    /// As [`mark_done`](Self::mark_done); recipients before the one that
+    /// failed may be marked, but nothing is synced.
+    pub fn mark_all_done(path: &Path, recipients: &[&Recipient]) -> io::Result<()> {
         let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-        file.seek(SeekFrom::Start(recipient.offset))?;
-        let mut byte = [0u8];
-        file.read_exact(&mut byte)?;
-        match byte[0] {
-            kind::DONE => return Ok(()),
-            kind::RECIPIENT => {}
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("no recipient record at offset {}", recipient.offset),
-                ));
+        for recipient in recipients {
+            file.seek(SeekFrom::Start(recipient.offset))?;
+            let mut byte = [0u8];
+            file.read_exact(&mut byte)?;
+            match byte[0] {
+                kind::DONE => continue,
+                kind::RECIPIENT => {}
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("no recipient record at offset {}", recipient.offset),
+                    ));
+                }
             }
+            file.seek(SeekFrom::Start(recipient.offset))?;
+            file.write_all(&[kind::DONE])?;
         }
-        file.seek(SeekFrom::Start(recipient.offset))?;
-        file.write_all(&[kind::DONE])?;
         file.sync_data()
     }
 }

@@ -18,7 +18,7 @@
 //! 4. Each result is logged in Postfix's form (`ID: to=<...>, relay=...,
 //!    delay=..., delays=a/b/c/d, dsn=..., status=sent (...)`). When some
 //!    recipients must wait, those delivered or bounced are marked done in
-//!    the queue file (fsynced) before the message is deferred, so a later
+//!    the queue file (one fsync for all) before the message is deferred, so a later
 //!    attempt or a crash never delivers to them twice.
 //! 5. When every recipient is done, the file is removed (`ID: removed`),
 //!    without marks or a directory sync: a crash before the removal is
@@ -311,6 +311,14 @@ impl Scheduler {
         }
     }
 
+    /// Uses `wake` as its waker: for a [`Cleanup`] made before the
+    /// scheduler (which needs the cleanup for its notices) and already
+    /// given `wake` with [`Cleanup::with_queue_manager`].
+    pub fn with_waker(mut self, wake: Arc<Notify>) -> Scheduler {
+        self.wake = wake;
+        self
+    }
+
     /// Sends non-delivery notices through `cleanup`, written as `notice`
     /// says. Without this, bounced recipients are logged but nobody is
     /// told.
@@ -319,7 +327,9 @@ impl Scheduler {
         self
     }
 
-    /// The handle that tells the scheduler new mail is in `incoming`.
+    /// The handle that tells the scheduler new mail is in `incoming`; give
+    /// it to [`Cleanup::with_queue_manager`], which uses it after each
+    /// commit.
     pub fn waker(&self) -> Arc<Notify> {
         Arc::clone(&self.wake)
     }
@@ -650,16 +660,30 @@ impl Scheduler {
         let stays = outcomes
             .iter()
             .any(|o| matches!(o.status, DeliveryStatus::Deferred(_)));
+        let is_done = |o: &Outcome| {
+            matches!(
+                o.status,
+                DeliveryStatus::Delivered(_) | DeliveryStatus::Bounced(_)
+            )
+        };
+        // One sync for all the marks; if it fails, none counts as done.
+        let marked = !stays
+            || self
+                .mark_done(
+                    &path,
+                    outcomes
+                        .iter()
+                        .filter(|o| is_done(o))
+                        .map(|o| file.envelope.recipients[o.index].clone())
+                        .collect(),
+                )
+                .await;
         let mut bounced: Vec<BouncedRecipient> = Vec::new();
         let mut still_pending = 0usize;
         let mut last_defer: HashMap<usize, StatusDetail> = HashMap::new();
         for o in &outcomes {
             let queued = &file.envelope.recipients[o.index];
-            let done = matches!(
-                o.status,
-                DeliveryStatus::Delivered(_) | DeliveryStatus::Bounced(_)
-            );
-            if done && stays && !self.mark_done(&path, queued).await {
+            if is_done(o) && !marked {
                 still_pending += 1;
                 continue;
             }
@@ -693,9 +717,14 @@ impl Scheduler {
                     file.envelope.sender
                 ),
             );
+            let expired: Vec<QueuedRecipient> = last_defer
+                .keys()
+                .map(|&i| file.envelope.recipients[i].clone())
+                .collect();
+            let marked = self.mark_done(&path, expired).await;
             for (&i, detail) in &last_defer {
                 let queued = &file.envelope.recipients[i];
-                if self.mark_done(&path, queued).await {
+                if marked {
                     still_pending -= 1;
                     let dsn = EnhancedStatus::new(
                         mta_core::reply::StatusClass::Permanent,
@@ -760,10 +789,17 @@ impl Scheduler {
         }
     }
 
-    async fn mark_done(&self, path: &Path, queued: &QueuedRecipient) -> bool {
-        let (path, queued) = (path.to_path_buf(), queued.clone());
-        let result =
-            tokio::task::spawn_blocking(move || QueueFile::mark_done(&path, &queued)).await;
+    /// Marks `recipients` done with one sync; true when it worked.
+    async fn mark_done(&self, path: &Path, recipients: Vec<QueuedRecipient>) -> bool {
+        if recipients.is_empty() {
+            return true;
+        }
+        let path = path.to_path_buf();
+        let result = tokio::task::spawn_blocking(move || {
+            let all: Vec<&QueuedRecipient> = recipients.iter().collect();
+            QueueFile::mark_all_done(&path, &all)
+        })
+        .await;
         match result {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
@@ -841,7 +877,6 @@ impl Scheduler {
                 &format!("warning: {id}: cannot queue the non-delivery notification: {e}"),
             ),
         }
-        self.wake.notify_one();
     }
 }
 

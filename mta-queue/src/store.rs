@@ -377,12 +377,23 @@ impl std::fmt::Debug for Committer {
 #[derive(Debug)]
 pub struct Commit {
     done: tokio::sync::oneshot::Receiver<io::Result<()>>,
+    /// Told once the file is durable (the queue manager's wake-up).
+    on_durable: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Commit {
     /// A commit that completes with whatever `done` is sent.
     pub(crate) fn ready(done: tokio::sync::oneshot::Receiver<io::Result<()>>) -> Commit {
-        Commit { done }
+        Commit {
+            done,
+            on_durable: None,
+        }
+    }
+
+    /// The same commit, notifying `notify` when it succeeds.
+    pub(crate) fn notifying(mut self, notify: Option<Arc<tokio::sync::Notify>>) -> Commit {
+        self.on_durable = notify;
+        self
     }
 
     /// Waits on this thread until the file is durable.
@@ -391,10 +402,23 @@ impl Commit {
     ///
     /// When syncing failed: the message must not be accepted.
     pub fn wait(self) -> io::Result<()> {
-        self.done
-            .blocking_recv()
-            .unwrap_or_else(|_| Err(io::Error::other("the committer stopped")))
+        finished(self.done.blocking_recv(), self.on_durable.as_ref())
     }
+}
+
+/// A commit's outcome from its channel, notifying `on_durable` when the
+/// file is durable.
+fn finished(
+    result: Result<io::Result<()>, tokio::sync::oneshot::error::RecvError>,
+    on_durable: Option<&Arc<tokio::sync::Notify>>,
+) -> io::Result<()> {
+    let result = result.unwrap_or_else(|_| Err(io::Error::other("the committer stopped")));
+    if result.is_ok()
+        && let Some(n) = on_durable
+    {
+        n.notify_one();
+    }
+    result
 }
 
 impl std::future::Future for Commit {
@@ -404,9 +428,10 @@ impl std::future::Future for Commit {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.done)
+        let this = &mut *self;
+        std::pin::Pin::new(&mut this.done)
             .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| Err(io::Error::other("the committer stopped"))))
+            .map(|r| finished(r, this.on_durable.as_ref()))
     }
 }
 
@@ -448,7 +473,7 @@ impl Committer {
                 .done
                 .send(Err(io::Error::other("the committer stopped")));
         }
-        Commit { done: wait }
+        Commit::ready(wait)
     }
 }
 

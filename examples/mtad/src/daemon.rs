@@ -88,9 +88,12 @@ pub(crate) async fn run(
     )
     .map_err(fatal)?;
     let aliases = VirtualAliases::from_config(&config, &registry).map_err(fatal)?;
+    // Cleanup wakes the queue manager after each commit to incoming.
+    let wake_qmgr = Arc::new(tokio::sync::Notify::new());
     let cleanup = Arc::new(
         Cleanup::new(queue, committer, Arc::new(tables), content_limits(&config)?)
-            .with_virtual_aliases(aliases),
+            .with_virtual_aliases(aliases)
+            .with_queue_manager(Arc::clone(&wake_qmgr)),
     );
     let dns: Arc<dyn Resolver> = Arc::new(match HickoryResolver::from_system() {
         Ok(r) => r,
@@ -114,8 +117,8 @@ pub(crate) async fn run(
         &registry,
         Arc::clone(&cleanup),
         &master_log,
+        Arc::clone(&wake_qmgr),
     )?;
-    let wake_qmgr = scheduler.waker();
     let mut servers = tokio::task::JoinSet::new();
     {
         let mut stop = stop_rx.clone();
@@ -186,7 +189,6 @@ pub(crate) async fn run(
             restrictions,
             dns: Arc::clone(&dns),
             cleanup: Arc::clone(&cleanup),
-            qmgr: Arc::clone(&wake_qmgr),
             hostname: hostname.clone(),
             mail_name: mail_name.clone(),
             fast_flush_domains: svc_config

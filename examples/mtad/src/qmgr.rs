@@ -67,6 +67,7 @@ pub(crate) fn scheduler(
     registry: &Registry,
     cleanup: Arc<Cleanup>,
     master_log: &Log,
+    wake: Arc<tokio::sync::Notify>,
 ) -> Result<Arc<Scheduler>, Fatal> {
     let hostname = config.expanded("myhostname").map_err(fatal)?;
     let syslog_name = config.expanded("syslog_name").map_err(fatal)?;
@@ -156,6 +157,7 @@ pub(crate) fn scheduler(
             log,
             clock,
         )
+        .with_waker(wake)
         .with_notices(cleanup, notices),
     ))
 }

@@ -27,8 +27,6 @@ pub(crate) struct Service {
     pub(crate) restrictions: Restrictions,
     pub(crate) dns: Arc<dyn Resolver>,
     pub(crate) cleanup: Arc<Cleanup>,
-    /// Tells the queue manager that a message is in `incoming`.
-    pub(crate) qmgr: Arc<tokio::sync::Notify>,
     pub(crate) hostname: String,
     pub(crate) mail_name: String,
     /// `fast_flush_domains`, lower-cased: the domains ETRN may flush.
@@ -332,9 +330,6 @@ impl Session {
                             queued.size,
                             if queued.hold { "hold" } else { "incoming" }
                         ));
-                        if !queued.hold {
-                            self.service.qmgr.notify_one();
-                        }
                         Answer::Reply(reply(&format!("250 2.0.0 Ok: queued as {id}")))
                     }
                     Err(e) => {
