@@ -12,11 +12,14 @@
 //! - [`virtual_agent`]: Postfix's `virtual(8)` (`virtual_mailbox_maps`,
 //!   `virtual_uid_maps`, `virtual_gid_maps`, `virtual_minimum_uid`,
 //!   `virtual_mailbox_limit`).
+//! - [`smtp`]: Postfix's `smtp(8)` and `lmtp(8)`: next hops, MX lookups
+//!   with the null-MX and loop checks, the next server on failure, a
+//!   result per recipient worded as Postfix words it, connection reuse.
 //! - [`discard`] and [`error`]: `discard(8)`, and `error(8)` with its
 //!   `retry` form.
 //!
-//! Not yet here: `local` (aliases, `.forward`, `mailbox_command`), `pipe`,
-//! `lmtp` and `smtp`. The agents do not schedule, retry, log or write
+//! Not yet here: `local` (aliases, `.forward`, `mailbox_command`) and
+//! `pipe`. The agents do not schedule, retry, log or write
 //! bounces: the queue (`mta-queue`) does that with the results. They read
 //! no clock of their own: the time of delivery comes from a [`Clock`]
 //! the caller passes in.
@@ -80,6 +83,7 @@ pub mod headers;
 pub mod mailbox;
 pub mod maildir;
 pub mod mbox;
+pub mod smtp;
 pub mod virtual_agent;
 
 /// Where agents read the time of delivery (maildir file names, mbox

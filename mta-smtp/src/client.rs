@@ -483,6 +483,12 @@ pub struct RecipientOutcome {
     /// Whether `reply` was made by this client (timeout, lost connection,
     /// size or SMTPUTF8 check) rather than received from the server.
     pub by_client: bool,
+    /// The command the server's deciding `reply` answered, in Postfix's
+    /// words for `(in reply to X command)`: `MAIL FROM`, `RCPT TO`,
+    /// `DATA`, `end of DATA` or `BDAT`. `None` when `reply` was made by
+    /// this client, or is a session failure's reply that was not about
+    /// this recipient.
+    pub in_reply_to: Option<&'static str>,
 }
 
 impl RecipientOutcome {
@@ -715,8 +721,9 @@ struct TxState {
     mode: ContentMode,
     mail_reply: Option<Reply>,
     rcpt_replies: Vec<Option<Reply>>,
-    /// The final reply per recipient (SMTP: the shared content reply).
-    final_replies: Vec<Option<Reply>>,
+    /// The final reply per recipient (SMTP: the shared content reply),
+    /// with the command it answered.
+    final_replies: Vec<Option<(Reply, Expect)>>,
     data_reply: Option<Reply>,
     /// The next recipient whose `RCPT` is still to be sent (lockstep).
     next_rcpt: usize,
@@ -1381,13 +1388,13 @@ impl ClientSession {
                 tx.data_reply.get_or_insert_with(|| reply.clone());
                 if tx.mail_ok() {
                     for i in tx.accepted().collect::<Vec<_>>() {
-                        tx.final_replies[i].get_or_insert_with(|| reply.clone());
+                        tx.final_replies[i].get_or_insert_with(|| (reply.clone(), expect));
                     }
                 }
             }
             Expect::LmtpRecipient(i) => {
                 tx.data_reply.get_or_insert_with(|| reply.clone());
-                tx.final_replies[i].get_or_insert_with(|| reply.clone());
+                tx.final_replies[i].get_or_insert_with(|| (reply.clone(), expect));
             }
             _ => {}
         }
@@ -1515,20 +1522,25 @@ impl ClientSession {
         for (i, spec) in tx.tx.recipients.iter().enumerate() {
             let rcpt_reply = tx.rcpt_replies[i].clone();
             let decided = match (mail_failed, &rcpt_reply) {
-                (Some(mail), _) => Some(mail.clone()),
-                (None, Some(r)) if !is_positive(r) => Some(r.clone()),
+                (Some(mail), _) => Some((mail.clone(), Expect::Mail)),
+                (None, Some(r)) if !is_positive(r) => Some((r.clone(), Expect::Rcpt(i))),
                 (None, Some(_)) => tx.final_replies[i].clone(),
                 (None, None) => None,
             };
-            let (verdict, reply, by_client) = match (decided, failure) {
-                (Some(reply), _) => (Verdict::of(&reply), reply, false),
+            let (verdict, reply, by_client, in_reply_to) = match (decided, failure) {
+                (Some((reply, expect)), _) => {
+                    (Verdict::of(&reply), reply, false, Some(expect.command()))
+                }
                 // Whatever the failure's reply says, it was not the
                 // answer about this recipient: try again later.
-                (None, Some((reply, by_client))) => (Verdict::Deferred, reply.clone(), by_client),
+                (None, Some((reply, by_client))) => {
+                    (Verdict::Deferred, reply.clone(), by_client, None)
+                }
                 (None, None) => (
                     Verdict::Deferred,
                     local_reply(450, (4, 5, 0), "transaction ended without a result"),
                     true,
+                    None,
                 ),
             };
             recipients.push(RecipientOutcome {
@@ -1537,6 +1549,7 @@ impl ClientSession {
                 verdict,
                 reply,
                 by_client,
+                in_reply_to,
             });
         }
         TransactionResult {
@@ -1558,6 +1571,7 @@ impl ClientSession {
                 verdict,
                 reply: reply.clone(),
                 by_client: true,
+                in_reply_to: None,
             })
             .collect();
         self.events
@@ -2147,6 +2161,11 @@ mod tests {
         );
         assert_eq!(r.recipients[1].reply.lines(), ["<b@example.com>: unknown"]);
         assert!(r.recipients.iter().all(|o| !o.by_client));
+        let commands: Vec<_> = r.recipients.iter().map(|o| o.in_reply_to).collect();
+        assert_eq!(
+            commands,
+            [Some("end of DATA"), Some("RCPT TO"), Some("RCPT TO")]
+        );
         assert_eq!(r.mail_reply.unwrap().code().get(), 250);
         // Idle again: a second transaction starts.
         h.s.start_transaction(tx(&["a@example.com"]), h.now);
@@ -2262,6 +2281,7 @@ mod tests {
                 assert_eq!(o.verdict, verdict);
                 assert_eq!(o.dsn(), dsn);
                 assert_eq!(o.reply.to_string(), reply.trim_end());
+                assert_eq!(o.in_reply_to, Some("MAIL FROM"));
             }
 
             // Lockstep: no RCPT after a refused MAIL.

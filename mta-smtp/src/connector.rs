@@ -723,6 +723,7 @@ impl Connection {
                     verdict: Verdict::Deferred,
                     reply: reply.clone(),
                     by_client: true,
+                    in_reply_to: None,
                 })
                 .collect(),
             data_reply: None,

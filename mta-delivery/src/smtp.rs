@@ -1,0 +1,1235 @@
+//! The `smtp` and `lmtp` delivery agents, as Postfix's `smtp(8)` and
+//! `lmtp(8)`: the routing half around `mta-smtp`'s [`Connector`].
+//!
+//! For one delivery request (a message, a batch of recipients for one
+//! next hop) the agent:
+//!
+//! 1. Parses the next hop as transport(5) writes it: `domain` or
+//!    `domain:port` (MX lookup), `[host]`, `[host]:port`, `[address]`
+//!    (no MX lookup), and for LMTP `inet:host:port`. LMTP never looks up
+//!    MX records, as `lmtp(8)`.
+//! 2. Finds the servers: the MX records ordered by preference, shuffled
+//!    among equal preferences, each exchanger's addresses (A, AAAA as
+//!    `inet_protocols` allows) up to `smtp_mx_address_limit`; a domain
+//!    without MX records (NODATA) is its own exchanger. A null MX (RFC
+//!    7505) bounces with `5.1.10`; a name that does not exist bounces with
+//!    `5.4.4`; a DNS failure defers with `4.4.3`. When one of the
+//!    exchangers is this machine (`inet_interfaces`, `proxy_interfaces`),
+//!    it and every exchanger of equal or lower preference are dropped,
+//!    and when nothing is left the mail "loops back to myself" (`5.4.6`).
+//!    `smtp_fallback_relay` hosts are tried after them.
+//! 3. Connects to each address in turn, up to `smtp_mx_session_limit`
+//!    sessions that got as far as a greeting. A refused connection, a
+//!    4xx greeting, a lost connection or a recipient deferred by one
+//!    server moves the recipients still undecided to the next server; the
+//!    last server's answer is final. A 5xx greeting that is not skipped
+//!    bounces.
+//! 4. Sends the message with the recipients' DSN parameters, and gives a
+//!    result per recipient from the replies, worded as Postfix words it:
+//!    `250 2.0.0 Ok: queued as ...` for delivered mail, `host
+//!    mx.example.com[192.0.2.1] said: 550 5.1.1 ... (in reply to RCPT TO
+//!    command)` for refused mail, `connect to ...: Connection refused`
+//!    when no server was reached.
+//! 5. Keeps the connection open for `smtp_connection_cache_time_limit`
+//!    for the next request to the same next hop (connection reuse, up to
+//!    `smtp_connection_reuse_time_limit` after it was opened).
+//!
+//! Every failure on our side or in the network defers; only a remote
+//! server's 5xx, a null MX, a loop or a name that does not exist bounces.
+//! The agent honours the request's time limit: recipients undecided when
+//! it runs out are deferred.
+//!
+//! What it does not do (yet): SASL client authentication, DANE and TLS
+//! policy tables, `XFORWARD`, LMTP over UNIX-domain sockets,
+//! `smtp_sender_dependent_authentication`, the EHLO-name loop check.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use mta_core::config::{Config, HostFacts};
+//! use mta_delivery::smtp::{SmtpAgent, SmtpConfig};
+//! use mta_smtp::connector::Connector;
+//! use mta_smtp::dns::HickoryResolver;
+//!
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::parse("myhostname = mail.example.com\n", "main.cf", HostFacts::default())?;
+//! let agent = SmtpAgent::new(
+//!     SmtpConfig::from_config(&config, "smtp", false)?,
+//!     Connector::from_config(&config, false)?,
+//!     Arc::new(HickoryResolver::from_system()?),
+//! );
+//! # let _ = agent;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use mta_core::address::MailAddress;
+use mta_core::address_class::{NextHop, NextHopHost};
+use mta_core::config::{Config, ConfigError};
+use mta_core::delivery::{
+    BodyType, DeliveryAgent, DeliveryFuture, DeliveryReport, DeliveryRequest, DeliveryStatus,
+    MessageContent, Recipient, RecipientResult, Relay, StatusDetail,
+};
+use mta_core::dns::{DnsAnswer, MxRecord, Resolver};
+use mta_core::reply::{EnhancedStatus, Reply, ReplyClass, StatusClass};
+use mta_smtp::client::{FailureKind, RecipientOutcome, RecipientSpec, Transaction, Verdict};
+use mta_smtp::command::Body;
+use mta_smtp::connector::{ConnectError, Connection, Connector};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
+
+/// Which address family to try first (`smtp_address_preference`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPreference {
+    /// `any`: in the order DNS gave them, IPv4 first.
+    Any,
+    /// `ipv4`: IPv4 addresses before IPv6 ones of the same host.
+    Ipv4,
+    /// `ipv6`: IPv6 addresses before IPv4 ones of the same host.
+    Ipv6,
+}
+
+/// What the agent takes from `main.cf` (and a service's `-o` overrides).
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// The `master.cf` service name, for messages.
+    pub transport: String,
+    /// LMTP (`lmtp(8)`): no MX lookups, `lmtp_tcp_port`.
+    pub lmtp: bool,
+    /// The port when the next hop names none (`smtp_tcp_port`, 25;
+    /// `lmtp_tcp_port`, 24).
+    pub port: u16,
+    /// Whether MX records are looked up at all (off with
+    /// `disable_dns_lookups = yes` or `smtp_dns_support_level =
+    /// disabled`, and always for LMTP).
+    pub mx_lookup: bool,
+    /// `smtp_mx_address_limit`: how many addresses are tried; 0 means no
+    /// limit.
+    pub mx_address_limit: usize,
+    /// `smtp_mx_session_limit`: how many servers that answered are tried;
+    /// 0 means no limit.
+    pub mx_session_limit: usize,
+    /// `smtp_fallback_relay`: tried after the next hop's own servers.
+    pub fallback_relay: Vec<NextHop>,
+    /// This machine's addresses (`inet_interfaces`, `proxy_interfaces`),
+    /// for the "loops back to myself" check.
+    pub own_addresses: Vec<IpAddr>,
+    /// Whether IPv4 addresses are used (`inet_protocols`).
+    pub ipv4: bool,
+    /// Whether IPv6 addresses are used (`inet_protocols`).
+    pub ipv6: bool,
+    /// `smtp_address_preference`.
+    pub preference: AddressPreference,
+    /// `smtp_connection_cache_time_limit`: how long an idle connection
+    /// waits for the next message; zero turns reuse off.
+    pub cache_time_limit: Duration,
+    /// `smtp_connection_reuse_time_limit`: how long after it was opened a
+    /// connection may take new messages.
+    pub reuse_time_limit: Duration,
+}
+
+impl SmtpConfig {
+    /// Postfix's defaults for a transport named `transport`: port 25 (24
+    /// for LMTP), MX lookups for SMTP, five addresses, two sessions, no
+    /// fallback relay, IPv4 and IPv6, connections cached for two seconds
+    /// and reused for 300.
+    pub fn new(transport: impl Into<String>, lmtp: bool) -> SmtpConfig {
+        SmtpConfig {
+            transport: transport.into(),
+            lmtp,
+            port: if lmtp { 24 } else { 25 },
+            mx_lookup: !lmtp,
+            mx_address_limit: 5,
+            mx_session_limit: 2,
+            fallback_relay: Vec::new(),
+            own_addresses: Vec::new(),
+            ipv4: true,
+            ipv6: true,
+            preference: AddressPreference::Any,
+            cache_time_limit: Duration::from_secs(2),
+            reuse_time_limit: Duration::from_secs(300),
+        }
+    }
+
+    /// The settings from `config`, with the `lmtp_` parameters for LMTP.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the parameter whose value is wrong (a port
+    /// that is neither a number nor a known service, a bad fallback relay).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use mta_core::config::{Config, HostFacts};
+    /// use mta_delivery::smtp::SmtpConfig;
+    ///
+    /// let config = Config::parse("smtp_tcp_port = 2525\ndisable_dns_lookups = yes\n",
+    ///                            "main.cf", HostFacts::default())?;
+    /// let smtp = SmtpConfig::from_config(&config, "smtp", false)?;
+    /// assert_eq!(smtp.port, 2525);
+    /// assert!(!smtp.mx_lookup);
+    /// # Ok::<(), mta_core::config::ConfigError>(())
+    /// ```
+    pub fn from_config(
+        config: &Config,
+        transport: &str,
+        lmtp: bool,
+    ) -> Result<SmtpConfig, ConfigError> {
+        let p = if lmtp { "lmtp" } else { "smtp" };
+        // LMTP shares smtp(8)'s code; where Postfix has no lmtp_ twin of a
+        // parameter, the smtp_ one applies.
+        let name = |suffix: &str| {
+            let own = format!("{p}_{suffix}");
+            if config.is_known(&own) {
+                own
+            } else {
+                format!("smtp_{suffix}")
+            }
+        };
+        let mut out = SmtpConfig::new(transport, lmtp);
+        let port_param = name("tcp_port");
+        let port_text = config.expanded(&port_param)?;
+        out.port = port_number(port_text.trim())
+            .ok_or_else(|| config.bad_value(&port_param, &port_text, "a port number or service"))?;
+        let dns_level = config.expanded(&name("dns_support_level"))?;
+        out.mx_lookup =
+            !lmtp && !config.boolean("disable_dns_lookups")? && dns_level.trim() != "disabled";
+        let limit = |suffix: &str| -> Result<usize, ConfigError> {
+            Ok(usize::try_from(config.integer(&name(suffix))?.max(0)).unwrap_or(usize::MAX))
+        };
+        out.mx_address_limit = limit("mx_address_limit")?;
+        out.mx_session_limit = limit("mx_session_limit")?;
+        let relay_param = name("fallback_relay");
+        for entry in config.list(&relay_param)? {
+            let hop = NextHop::parse(&entry)
+                .map_err(|e| config.bad_value(&relay_param, &entry, e.to_string()))?;
+            out.fallback_relay.push(hop);
+        }
+        out.own_addresses = config.own_addresses()?;
+        let protocols = config.list("inet_protocols")?;
+        let all = protocols.iter().any(|p| p == "all");
+        out.ipv4 = all || protocols.iter().any(|p| p == "ipv4");
+        out.ipv6 = all || protocols.iter().any(|p| p == "ipv6");
+        let pref_param = name("address_preference");
+        out.preference = match config.expanded(&pref_param)?.trim() {
+            "ipv4" => AddressPreference::Ipv4,
+            "ipv6" => AddressPreference::Ipv6,
+            "any" => AddressPreference::Any,
+            other => return Err(config.bad_value(&pref_param, other, "any, ipv4 or ipv6")),
+        };
+        out.cache_time_limit = config.time(&name("connection_cache_time_limit"))?;
+        out.reuse_time_limit = config.time(&name("connection_reuse_time_limit"))?;
+        Ok(out)
+    }
+}
+
+/// A port number, or the port of one of the mail services' names.
+fn port_number(text: &str) -> Option<u16> {
+    if let Ok(n) = text.parse::<u16>() {
+        return (n != 0).then_some(n);
+    }
+    match text {
+        "smtp" => Some(25),
+        "lmtp" => Some(24),
+        "submission" => Some(587),
+        "smtps" | "submissions" => Some(465),
+        _ => None,
+    }
+}
+
+/// One server to try: its name (the MX exchanger or the next-hop host)
+/// and the address to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// The host name, for SNI, certificate checks and `relay=`.
+    pub name: String,
+    /// Where to connect.
+    pub address: SocketAddr,
+}
+
+/// Why no server could be found for a next hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFailure {
+    /// Bounce (`5.X.X`) or defer (`4.X.X`).
+    pub dsn: EnhancedStatus,
+    /// Postfix's words: `Host or domain name not found. Name service
+    /// error for name=example.invalid type=MX: Host not found`.
+    pub text: String,
+}
+
+impl RouteFailure {
+    fn new(class: StatusClass, subject: u16, detail: u16, text: impl Into<String>) -> Self {
+        RouteFailure {
+            dsn: status(class, subject, detail),
+            text: text.into(),
+        }
+    }
+
+    fn dns<T>(name: &str, rtype: &str, answer: &DnsAnswer<T>) -> RouteFailure {
+        let (class, detail, why) = match answer {
+            DnsAnswer::TempFail(_) => (
+                StatusClass::PersistentTransient,
+                3,
+                "Host not found, try again",
+            ),
+            DnsAnswer::NoData => (
+                StatusClass::Permanent,
+                4,
+                "Host found but no data record of requested type",
+            ),
+            _ => (StatusClass::Permanent, 4, "Host not found"),
+        };
+        RouteFailure::new(
+            class,
+            4,
+            detail,
+            format!(
+                "Host or domain name not found. Name service error for name={name} type={rtype}: {why}"
+            ),
+        )
+    }
+
+    fn is_permanent(&self) -> bool {
+        self.dsn.class() == StatusClass::Permanent
+    }
+}
+
+fn status(class: StatusClass, subject: u16, detail: u16) -> EnhancedStatus {
+    EnhancedStatus::new(class, subject, detail)
+        .or_else(|_| EnhancedStatus::new(class, 0, 0))
+        .unwrap_or(EnhancedStatus::OK)
+}
+
+/// A connection waiting for the next message to its next hop.
+struct Idle {
+    connection: Connection,
+    server: Server,
+    opened: Instant,
+    since: Instant,
+}
+
+type Cache = Arc<Mutex<HashMap<String, Vec<Idle>>>>;
+
+/// The `smtp` (or `lmtp`) delivery agent.
+pub struct SmtpAgent {
+    config: SmtpConfig,
+    connector: Connector,
+    dns: Arc<dyn Resolver>,
+    cache: Cache,
+    shuffle: RandomState,
+}
+
+impl SmtpAgent {
+    /// An agent with these settings, connecting through `connector` and
+    /// resolving with `dns`.
+    pub fn new(config: SmtpConfig, connector: Connector, dns: Arc<dyn Resolver>) -> SmtpAgent {
+        SmtpAgent {
+            config,
+            connector,
+            dns,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+            shuffle: RandomState::new(),
+        }
+    }
+
+    /// The servers for `nexthop`, in the order they are tried (fallback
+    /// relays last).
+    ///
+    /// # Errors
+    ///
+    /// A [`RouteFailure`] when there is none: a `5` status (bounce) for
+    /// a null MX, a name that does not exist, or mail that loops back to
+    /// this machine; a `4` status (defer) for a DNS failure (`4.4.3`) or
+    /// a next hop that cannot be parsed (`4.3.5`, a configuration mistake
+    /// to fix, not a reason to return mail).
+    pub async fn servers(&self, nexthop: &str) -> Result<Vec<Server>, RouteFailure> {
+        let hop = parse_nexthop(nexthop, self.config.lmtp)?;
+        let mut servers = self.hop_servers(&hop, nexthop).await;
+        if self.config.fallback_relay.is_empty() {
+            return servers;
+        }
+        let mut fallback = Vec::new();
+        for relay in &self.config.fallback_relay {
+            if let Ok(found) = self.hop_servers(relay, "").await {
+                fallback.extend(found);
+            }
+        }
+        match &mut servers {
+            Ok(list) => {
+                list.extend(fallback);
+                servers
+            }
+            // A next hop that does not exist bounces whatever the fallback.
+            Err(e) if e.is_permanent() => servers,
+            Err(_) if !fallback.is_empty() => Ok(fallback),
+            Err(_) => servers,
+        }
+    }
+
+    async fn hop_servers(&self, hop: &NextHop, text: &str) -> Result<Vec<Server>, RouteFailure> {
+        let port = match &hop.port {
+            None => self.config.port,
+            Some(p) => port_number(p).ok_or_else(|| {
+                RouteFailure::new(
+                    StatusClass::PersistentTransient,
+                    3,
+                    5,
+                    format!("bad port \"{p}\" in next hop \"{text}\""),
+                )
+            })?,
+        };
+        let name = match &hop.host {
+            NextHopHost::Address(ip) => {
+                return Ok(vec![Server {
+                    name: ip.to_string(),
+                    address: SocketAddr::new(*ip, port),
+                }]);
+            }
+            NextHopHost::Name(domain) => domain.as_str().to_ascii_lowercase(),
+        };
+        let mut servers = Vec::new();
+        if hop.mx_lookup && self.config.mx_lookup {
+            match self.dns.lookup_mx(&name).await {
+                DnsAnswer::Found(records) => {
+                    if MxRecord::is_null_mx(&records) {
+                        return Err(RouteFailure::new(
+                            StatusClass::Permanent,
+                            1,
+                            10,
+                            format!("Domain {name} does not accept mail (nullMX)"),
+                        ));
+                    }
+                    return self.mx_servers(&name, records, port).await;
+                }
+                // No MX: the domain is its own exchanger.
+                DnsAnswer::NoData => {}
+                other => return Err(RouteFailure::dns(&name, "MX", &other)),
+            }
+        }
+        let addresses = self.addresses(&name).await?;
+        for ip in addresses {
+            servers.push(Server {
+                name: name.clone(),
+                address: SocketAddr::new(ip, port),
+            });
+        }
+        self.limit(&mut servers);
+        Ok(servers)
+    }
+
+    async fn mx_servers(
+        &self,
+        domain: &str,
+        mut records: Vec<MxRecord>,
+        port: u16,
+    ) -> Result<Vec<Server>, RouteFailure> {
+        // By preference; among equals in an order that changes from one
+        // delivery to the next, so that load spreads (RFC 5321 5.1).
+        let salt = self.shuffle.hash_one(Instant::now());
+        records.sort_by_key(|r| {
+            (
+                r.preference,
+                self.shuffle
+                    .hash_one((salt, r.exchange.to_ascii_lowercase())),
+            )
+        });
+        let mut servers: Vec<(u16, Server)> = Vec::new();
+        let mut last_error: Option<RouteFailure> = None;
+        let mut self_preference = None;
+        for record in &records {
+            let host = record.exchange.trim_end_matches('.').to_ascii_lowercase();
+            match self.addresses(&host).await {
+                Ok(list) => {
+                    for ip in list {
+                        if self.config.own_addresses.contains(&ip) {
+                            self_preference.get_or_insert(record.preference);
+                        }
+                        servers.push((
+                            record.preference,
+                            Server {
+                                name: host.clone(),
+                                address: SocketAddr::new(ip, port),
+                            },
+                        ));
+                    }
+                }
+                Err(e) => {
+                    // A temporary failure for any exchanger makes the
+                    // whole answer temporary.
+                    if last_error.as_ref().is_none_or(RouteFailure::is_permanent) {
+                        last_error = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(own) = self_preference {
+            servers.retain(|(preference, _)| *preference < own);
+            if servers.is_empty() {
+                return Err(RouteFailure::new(
+                    StatusClass::Permanent,
+                    4,
+                    6,
+                    format!("mail for {domain} loops back to myself"),
+                ));
+            }
+        }
+        let mut servers: Vec<Server> = servers.into_iter().map(|(_, s)| s).collect();
+        if servers.is_empty() {
+            return Err(last_error
+                .unwrap_or_else(|| RouteFailure::dns(domain, "MX", &DnsAnswer::<()>::NoData)));
+        }
+        self.limit(&mut servers);
+        Ok(servers)
+    }
+
+    fn limit(&self, servers: &mut Vec<Server>) {
+        if self.config.mx_address_limit > 0 {
+            servers.truncate(self.config.mx_address_limit);
+        }
+    }
+
+    /// The addresses of `host`, in the configured family order.
+    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, RouteFailure> {
+        let mut v4 = DnsAnswer::NoData;
+        let mut v6 = DnsAnswer::NoData;
+        if self.config.ipv4 {
+            v4 = self.dns.lookup_a(host).await;
+        }
+        if self.config.ipv6 && !matches!(v4, DnsAnswer::NxDomain) {
+            v6 = self.dns.lookup_aaaa(host).await;
+        }
+        let (first, second) = match self.config.preference {
+            AddressPreference::Ipv6 => (&v6, &v4),
+            _ => (&v4, &v6),
+        };
+        let mut out: Vec<IpAddr> = Vec::new();
+        for answer in [first, second] {
+            if let Some(records) = answer.records() {
+                out.extend(records);
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        // Nothing usable: a temporary failure of either lookup wins.
+        let (rtype, answer) = if v4.is_temporary() || !self.config.ipv6 {
+            ("A", &v4)
+        } else if v6.is_temporary() || !self.config.ipv4 {
+            ("AAAA", &v6)
+        } else if matches!(v4, DnsAnswer::NxDomain) {
+            ("A", &v4)
+        } else {
+            ("AAAA", &v6)
+        };
+        Err(RouteFailure::dns(host, rtype, answer))
+    }
+
+    /// A cached connection to `nexthop`, if one is still good.
+    fn cached(&self, nexthop: &str) -> Option<Idle> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let list = cache.get_mut(nexthop)?;
+        let now = Instant::now();
+        let mut found = None;
+        while let Some(idle) = list.pop() {
+            if idle.connection.is_open()
+                && now.duration_since(idle.since) < self.config.cache_time_limit
+                && now.duration_since(idle.opened) < self.config.reuse_time_limit
+            {
+                found = Some(idle);
+                break;
+            }
+            // Stale: its closing is left to the sweeper's drop.
+            drop(idle);
+        }
+        if list.is_empty() {
+            cache.remove(nexthop);
+        }
+        found
+    }
+
+    /// Keeps `connection` for the next message to `nexthop`, or says
+    /// goodbye to it.
+    async fn release(
+        &self,
+        nexthop: &str,
+        connection: Connection,
+        server: Server,
+        opened: Instant,
+    ) {
+        let now = Instant::now();
+        let reusable = connection.is_open()
+            && !self.config.cache_time_limit.is_zero()
+            && now.duration_since(opened) < self.config.reuse_time_limit;
+        if !reusable {
+            if connection.is_open() {
+                connection.quit().await;
+            }
+            return;
+        }
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.entry(nexthop.to_owned()).or_default().push(Idle {
+                connection,
+                server,
+                opened,
+                since: now,
+            });
+        }
+        // After the idle time, whatever is still there and stale says
+        // QUIT.
+        let cache = Arc::clone(&self.cache);
+        let limit = self.config.cache_time_limit;
+        let key = nexthop.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            let stale: Vec<Idle> = {
+                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(list) = cache.get_mut(&key) else {
+                    return;
+                };
+                let now = Instant::now();
+                let (old, keep): (Vec<Idle>, Vec<Idle>) = list
+                    .drain(..)
+                    .partition(|i| now.duration_since(i.since) >= limit);
+                *list = keep;
+                if list.is_empty() {
+                    cache.remove(&key);
+                }
+                old
+            };
+            for idle in stale {
+                idle.connection.quit().await;
+            }
+        });
+    }
+
+    async fn run(&self, request: &DeliveryRequest, results: &mut Vec<RecipientResult>) {
+        let pending_all: Vec<&Recipient> = request.recipients.iter().collect();
+        let mut pending = pending_all;
+        // The last reason recipients are still pending, for the deferral.
+        let mut last: Option<(StatusDetail, bool)> = None;
+
+        // A cached connection first: no DNS, no handshake.
+        if let Some(idle) = self.cached(&request.nexthop) {
+            let Idle {
+                mut connection,
+                server,
+                opened,
+                ..
+            } = idle;
+            pending = self
+                .transaction(
+                    request,
+                    &mut connection,
+                    &server,
+                    pending,
+                    false,
+                    results,
+                    &mut last,
+                )
+                .await;
+            self.release(&request.nexthop, connection, server, opened)
+                .await;
+            if pending.is_empty() {
+                return;
+            }
+        }
+
+        let servers = match self.servers(&request.nexthop).await {
+            Ok(servers) => servers,
+            Err(failure) => {
+                let permanent = failure.is_permanent();
+                let detail = StatusDetail::new(failure.dsn, failure.text, Relay::None);
+                let status = if permanent {
+                    DeliveryStatus::Bounced(detail)
+                } else {
+                    DeliveryStatus::Deferred(detail)
+                };
+                results.extend(pending.iter().map(|r| r.result(status.clone())));
+                return;
+            }
+        };
+        let mut sessions = 0;
+        let count = servers.len();
+        for (i, server) in servers.into_iter().enumerate() {
+            let opened = Instant::now();
+            match self.connector.connect(server.address, &server.name).await {
+                Ok(mut connection) => {
+                    sessions += 1;
+                    let final_server = i + 1 == count
+                        || (self.config.mx_session_limit > 0
+                            && sessions >= self.config.mx_session_limit);
+                    pending = self
+                        .transaction(
+                            request,
+                            &mut connection,
+                            &server,
+                            pending,
+                            final_server,
+                            results,
+                            &mut last,
+                        )
+                        .await;
+                    self.release(&request.nexthop, connection, server, opened)
+                        .await;
+                    if pending.is_empty() || final_server {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    let relay = match &error {
+                        // The server answered, but not usefully.
+                        ConnectError::Session(_) => Relay::Host {
+                            name: server.name.clone(),
+                            address: server.address.ip(),
+                            port: server.address.port(),
+                        },
+                        _ => Relay::None,
+                    };
+                    if matches!(error, ConnectError::Session(_)) {
+                        sessions += 1;
+                    }
+                    let reply = error.reply();
+                    let detail = detail_of(&reply, error.message(), relay, !error.by_client());
+                    // A 5xx greeting or EHLO refusal that the configuration
+                    // does not skip is the server's final word.
+                    let hard = matches!(&error, ConnectError::Session(f)
+                        if f.kind != FailureKind::GreetingSkipped)
+                        && reply.code().class() == ReplyClass::PermanentNegative;
+                    if hard {
+                        let status = DeliveryStatus::Bounced(detail);
+                        results.extend(pending.iter().map(|r| r.result(status.clone())));
+                        return;
+                    }
+                    last = Some((detail, false));
+                    if self.config.mx_session_limit > 0 && sessions >= self.config.mx_session_limit
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let detail = last.map(|(d, _)| d).unwrap_or_else(|| {
+                StatusDetail::new(
+                    status(StatusClass::PersistentTransient, 4, 1),
+                    "no SMTP server could be reached",
+                    Relay::None,
+                )
+            });
+            let status = DeliveryStatus::Deferred(detail);
+            results.extend(pending.iter().map(|r| r.result(status.clone())));
+        }
+    }
+
+    /// One transaction on `connection` for `pending`; returns the
+    /// recipients to try on the next server (those deferred, unless this
+    /// is the last server).
+    #[allow(clippy::too_many_arguments)]
+    async fn transaction<'r>(
+        &self,
+        request: &DeliveryRequest,
+        connection: &mut Connection,
+        server: &Server,
+        pending: Vec<&'r Recipient>,
+        final_server: bool,
+        results: &mut Vec<RecipientResult>,
+        last: &mut Option<(StatusDetail, bool)>,
+    ) -> Vec<&'r Recipient> {
+        let tx = transaction(request, &pending);
+        let content = ContentReader::open(Arc::clone(&request.content));
+        let outcome = connection.deliver(tx, content).await;
+        let relay = Relay::Host {
+            name: server.name.clone(),
+            address: server.address.ip(),
+            port: server.address.port(),
+        };
+        let failure = connection.failure().map(|f| f.message.clone());
+        let mut retry = Vec::new();
+        for (recipient, o) in pending.into_iter().zip(outcome.recipients) {
+            let text = outcome_text(&o, &server_peer(server), failure.as_deref());
+            let detail = detail_of(&o.reply, text, relay.clone(), !o.by_client);
+            match o.verdict {
+                Verdict::Delivered => {
+                    results.push(recipient.result(DeliveryStatus::Delivered(detail)));
+                }
+                Verdict::Bounced => results.push(recipient.result(DeliveryStatus::Bounced(detail))),
+                Verdict::Deferred if final_server => {
+                    results.push(recipient.result(DeliveryStatus::Deferred(detail)));
+                }
+                Verdict::Deferred => {
+                    *last = Some((detail, true));
+                    retry.push(recipient);
+                }
+            }
+        }
+        retry
+    }
+}
+
+fn server_peer(server: &Server) -> String {
+    format!("{}[{}]", server.name, server.address.ip())
+}
+
+/// Postfix's status text for one recipient.
+fn outcome_text(o: &RecipientOutcome, peer: &str, failure: Option<&str>) -> String {
+    match (o.verdict, o.in_reply_to) {
+        (Verdict::Delivered, _) => o.reply.to_string(),
+        (_, Some(command)) => format!(
+            "host {peer} said: {} (in reply to {command} command)",
+            o.reply
+        ),
+        (_, None) => match failure {
+            Some(message) => message.to_owned(),
+            None => o.reply.lines().join(" "),
+        },
+    }
+}
+
+/// The status detail for `reply`: its enhanced status (or `X.0.0` of its
+/// class), the text, the relay, and the reply itself when the server sent
+/// it.
+fn detail_of(reply: &Reply, text: String, relay: Relay, remote: bool) -> StatusDetail {
+    let class = match reply.code().class() {
+        ReplyClass::PositiveCompletion => StatusClass::Success,
+        ReplyClass::PermanentNegative => StatusClass::Permanent,
+        _ => StatusClass::PersistentTransient,
+    };
+    let dsn = reply
+        .status()
+        .filter(|s| s.class() == class)
+        .unwrap_or_else(|| status(class, 0, 0));
+    let detail = StatusDetail::new(dsn, text, relay);
+    if remote {
+        detail.with_remote_reply(reply.clone())
+    } else {
+        detail
+    }
+}
+
+/// The next hop as the agent reads it: transport(5) forms, and for LMTP
+/// also `inet:host:port`. UNIX-domain LMTP is refused with a deferral.
+fn parse_nexthop(nexthop: &str, lmtp: bool) -> Result<NextHop, RouteFailure> {
+    let mut text = nexthop.trim();
+    if lmtp {
+        if text.starts_with("unix:") {
+            return Err(RouteFailure::new(
+                StatusClass::PersistentTransient,
+                3,
+                5,
+                format!("LMTP over UNIX-domain sockets is not supported: \"{text}\""),
+            ));
+        }
+        text = text.strip_prefix("inet:").unwrap_or(text);
+    }
+    let mut hop = NextHop::parse(text).map_err(|e| {
+        RouteFailure::new(
+            StatusClass::PersistentTransient,
+            3,
+            5,
+            format!("bad next hop \"{text}\": {e}"),
+        )
+    })?;
+    if lmtp {
+        hop.mx_lookup = false;
+    }
+    Ok(hop)
+}
+
+/// The SMTP transaction for `recipients` of `request`.
+fn transaction(request: &DeliveryRequest, recipients: &[&Recipient]) -> Transaction {
+    let envelope = &request.envelope;
+    let addresses: Vec<MailAddress> = recipients.iter().map(|r| r.address.clone()).collect();
+    let mut tx = Transaction::new(envelope.sender.clone(), addresses);
+    for (spec, recipient) in tx.recipients.iter_mut().zip(recipients) {
+        *spec = recipient_spec(recipient);
+    }
+    tx.size = Some(request.content.size());
+    tx.body = match envelope.body_type {
+        Some(BodyType::EightBitMime) => Body::EightBitMime,
+        _ => Body::SevenBit,
+    };
+    tx.smtputf8 = envelope.smtputf8;
+    tx.ret = envelope.dsn_ret;
+    tx.envid = envelope.dsn_envid.clone();
+    tx
+}
+
+/// `NOTIFY` and `ORCPT` as Postfix sends them: the client's `ORCPT`, else
+/// the original address when rewriting changed it.
+fn recipient_spec(recipient: &Recipient) -> RecipientSpec {
+    let mut spec = RecipientSpec::new(recipient.address.clone());
+    spec.notify = recipient.notify;
+    spec.orcpt = match &recipient.dsn_orcpt {
+        Some(orcpt) => match orcpt.split_once(';') {
+            Some((kind, address)) if kind.eq_ignore_ascii_case("rfc822") => {
+                Some(address.to_owned())
+            }
+            _ => None,
+        },
+        None => recipient
+            .original
+            .as_ref()
+            .filter(|o| **o != recipient.address)
+            .map(ToString::to_string),
+    };
+    spec
+}
+
+impl DeliveryAgent for SmtpAgent {
+    fn deliver(&self, request: DeliveryRequest) -> DeliveryFuture<'_> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(request.recipients.len());
+            let limit = request.time_limit;
+            let finished = tokio::time::timeout(limit, self.run(&request, &mut results))
+                .await
+                .is_ok();
+            let mut report = DeliveryReport::new(results);
+            if !finished {
+                let relay = Relay::Transport(self.config.transport.clone());
+                let done: Vec<u64> = report.results.iter().map(|r| r.queue_offset).collect();
+                for r in &request.recipients {
+                    if !done.contains(&r.queue_offset) {
+                        report
+                            .results
+                            .push(r.result(DeliveryStatus::time_limit_exceeded(relay.clone())));
+                    }
+                }
+            }
+            report
+        })
+    }
+}
+
+/// The message content as an [`AsyncRead`]: a blocking thread reads the
+/// queue file in chunks and hands them over a small channel, so the
+/// async workers never wait on the disk and memory stays bounded.
+struct ContentReader {
+    chunks: mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    offset: usize,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+impl ContentReader {
+    fn open(content: Arc<dyn MessageContent>) -> ContentReader {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut reader = match content.open() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0; CHUNK];
+                match reader.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(Ok(buf)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        ContentReader {
+            chunks: rx,
+            current: Vec::new(),
+            offset: 0,
+        }
+    }
+}
+
+impl AsyncRead for ContentReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.offset < self.current.len() {
+                let n = buf.remaining().min(self.current.len() - self.offset);
+                let start = self.offset;
+                buf.put_slice(&self.current[start..start + n]);
+                self.offset += n;
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.chunks).poll_recv(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.current = chunk;
+                    self.offset = 0;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mta_core::dns::{RecordType, StubResolver};
+    use mta_smtp::client::ClientConfig;
+
+    fn agent(dns: &Arc<StubResolver>, config: SmtpConfig) -> SmtpAgent {
+        let dns: Arc<dyn Resolver> = dns.clone();
+        SmtpAgent::new(
+            config,
+            Connector::new(ClientConfig::new("mail.example.com")),
+            dns,
+        )
+    }
+
+    fn names(servers: &[Server]) -> Vec<String> {
+        servers
+            .iter()
+            .map(|s| format!("{}/{}", s.name, s.address))
+            .collect()
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn mx_hosts_by_preference_then_their_addresses() {
+        let dns = Arc::new(StubResolver::new());
+        dns.add_mx("example.net", 20, "mx2.example.net");
+        dns.add_mx("example.net", 10, "mx1.example.net");
+        dns.add_address("mx1.example.net", ip("192.0.2.1"));
+        dns.add_address("mx1.example.net", ip("2001:db8::1"));
+        dns.add_address("mx2.example.net", ip("192.0.2.2"));
+        let a = agent(&dns, SmtpConfig::new("smtp", false));
+        let servers = block_on(a.servers("example.net")).unwrap();
+        assert_eq!(
+            names(&servers),
+            [
+                "mx1.example.net/192.0.2.1:25",
+                "mx1.example.net/[2001:db8::1]:25",
+                "mx2.example.net/192.0.2.2:25"
+            ]
+        );
+        // A port on the next hop applies to every exchanger; IPv6 first
+        // when preferred; the address limit cuts the list.
+        let mut config = SmtpConfig::new("smtp", false);
+        config.preference = AddressPreference::Ipv6;
+        config.mx_address_limit = 2;
+        let a = agent(&dns, config);
+        let servers = block_on(a.servers("example.net:2525")).unwrap();
+        assert_eq!(
+            names(&servers),
+            [
+                "mx1.example.net/[2001:db8::1]:2525",
+                "mx1.example.net/192.0.2.1:2525"
+            ]
+        );
+    }
+
+    #[test]
+    fn equal_preferences_are_shuffled() {
+        let dns = Arc::new(StubResolver::new());
+        for (i, host) in ["a", "b", "c", "d"].iter().enumerate() {
+            let name = format!("{host}.example.net");
+            dns.add_mx("example.net", 10, &name);
+            dns.add_address(&name, ip(&format!("192.0.2.{}", i + 1)));
+        }
+        dns.add_mx("example.net", 5, "first.example.net");
+        dns.add_address("first.example.net", ip("192.0.2.99"));
+        let mut config = SmtpConfig::new("smtp", false);
+        config.mx_address_limit = 0;
+        let a = agent(&dns, config);
+        let mut orders = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let servers = block_on(a.servers("example.net")).unwrap();
+            assert_eq!(servers[0].name, "first.example.net", "preference first");
+            assert_eq!(servers.len(), 5);
+            orders.insert(names(&servers[1..]));
+        }
+        assert!(orders.len() > 1, "equal preferences always in one order");
+    }
+
+    #[test]
+    fn no_mx_means_the_domain_itself_and_brackets_skip_dns() {
+        let dns = Arc::new(StubResolver::new());
+        dns.add_address("example.org", ip("192.0.2.7"));
+        let a = agent(&dns, SmtpConfig::new("smtp", false));
+        let servers = block_on(a.servers("example.org")).unwrap();
+        assert_eq!(names(&servers), ["example.org/192.0.2.7:25"]);
+        let before = dns.queries().len();
+        let servers = block_on(a.servers("[192.0.2.8]:587")).unwrap();
+        assert_eq!(names(&servers), ["192.0.2.8/192.0.2.8:587"]);
+        assert_eq!(dns.queries().len(), before, "an address needs no DNS");
+        let servers = block_on(a.servers("[example.org]")).unwrap();
+        assert_eq!(names(&servers), ["example.org/192.0.2.7:25"]);
+        assert!(
+            !dns.queries()[before..]
+                .iter()
+                .any(|(t, _)| *t == RecordType::Mx),
+            "brackets turn off the MX lookup"
+        );
+    }
+
+    #[test]
+    fn dns_failures_bounce_or_defer_as_postfix() {
+        let dns = Arc::new(StubResolver::new());
+        let a = agent(&dns, SmtpConfig::new("smtp", false));
+        let e = block_on(a.servers("nowhere.invalid")).unwrap_err();
+        assert_eq!(e.dsn.to_string(), "5.4.4");
+        assert_eq!(
+            e.text,
+            "Host or domain name not found. Name service error for name=nowhere.invalid type=MX: Host not found"
+        );
+
+        dns.add_mx("flaky.example", 10, "mx.flaky.example");
+        dns.fail_temporarily("flaky.example", RecordType::Mx, 1);
+        let e = block_on(a.servers("flaky.example")).unwrap_err();
+        assert_eq!(e.dsn.to_string(), "4.4.3");
+        assert!(
+            e.text.ends_with("type=MX: Host not found, try again"),
+            "{}",
+            e.text
+        );
+
+        // RFC 7505: "MX 0 ." says the domain takes no mail.
+        dns.add_mx("nullmx.example", 0, ".");
+        let e = block_on(a.servers("nullmx.example")).unwrap_err();
+        assert_eq!(e.dsn.to_string(), "5.1.10");
+        assert_eq!(
+            e.text,
+            "Domain nullmx.example does not accept mail (nullMX)"
+        );
+
+        // An exchanger whose address lookup fails temporarily defers.
+        dns.add_mx("half.example", 10, "mx.half.example");
+        dns.add_address("mx.half.example", ip("192.0.2.3"));
+        dns.fail_temporarily("mx.half.example", RecordType::A, 1);
+        let mut config = SmtpConfig::new("smtp", false);
+        config.ipv6 = false;
+        let a = agent(&dns, config);
+        let e = block_on(a.servers("half.example")).unwrap_err();
+        assert_eq!(e.dsn.to_string(), "4.4.3");
+        assert!(block_on(a.servers("half.example")).is_ok(), "then it works");
+
+        let e = block_on(a.servers("[host")).unwrap_err();
+        assert_eq!(
+            e.dsn.to_string(),
+            "4.3.5",
+            "a bad next hop defers: {}",
+            e.text
+        );
+    }
+
+    #[test]
+    fn own_address_as_mx_loops_back_to_myself() {
+        let dns = Arc::new(StubResolver::new());
+        dns.add_mx("example.com", 10, "mail.example.com");
+        dns.add_address("mail.example.com", ip("192.0.2.10"));
+        let mut config = SmtpConfig::new("smtp", false);
+        config.own_addresses = vec![ip("192.0.2.10")];
+        let a = agent(&dns, config.clone());
+        let e = block_on(a.servers("example.com")).unwrap_err();
+        assert_eq!(e.dsn.to_string(), "5.4.6");
+        assert_eq!(e.text, "mail for example.com loops back to myself");
+
+        // As a backup MX we hand the mail to the better exchanger only.
+        dns.add_mx("example.com", 5, "primary.example.com");
+        dns.add_address("primary.example.com", ip("192.0.2.20"));
+        dns.add_mx("example.com", 20, "worse.example.com");
+        dns.add_address("worse.example.com", ip("192.0.2.30"));
+        let a = agent(&dns, config);
+        let servers = block_on(a.servers("example.com")).unwrap();
+        assert_eq!(names(&servers), ["primary.example.com/192.0.2.20:25"]);
+    }
+
+    #[test]
+    fn fallback_relays_come_last_and_dns_can_be_off() {
+        let dns = Arc::new(StubResolver::new());
+        dns.add_mx("example.net", 10, "mx.example.net");
+        dns.add_address("mx.example.net", ip("192.0.2.1"));
+        let mut config = SmtpConfig::new("smtp", false);
+        config.fallback_relay = vec![NextHop::parse("[192.0.2.50]:2525").unwrap()];
+        let a = agent(&dns, config.clone());
+        let servers = block_on(a.servers("example.net")).unwrap();
+        assert_eq!(
+            names(&servers),
+            ["mx.example.net/192.0.2.1:25", "192.0.2.50/192.0.2.50:2525"]
+        );
+        // A temporary DNS failure leaves the fallback relay.
+        dns.fail_temporarily("example.net", RecordType::Mx, 1);
+        let servers = block_on(a.servers("example.net")).unwrap();
+        assert_eq!(names(&servers), ["192.0.2.50/192.0.2.50:2525"]);
+
+        config.fallback_relay.clear();
+        config.mx_lookup = false;
+        dns.add_address("example.net", ip("192.0.2.9"));
+        let a = agent(&dns, config);
+        let servers = block_on(a.servers("example.net")).unwrap();
+        assert_eq!(names(&servers), ["example.net/192.0.2.9:25"]);
+    }
+
+    #[test]
+    fn lmtp_next_hops() {
+        let dns = Arc::new(StubResolver::new());
+        dns.add_mx("mailstore.example", 10, "elsewhere.example");
+        dns.add_address("mailstore.example", ip("192.0.2.40"));
+        let a = agent(&dns, SmtpConfig::new("lmtp", true));
+        let servers = block_on(a.servers("inet:mailstore.example")).unwrap();
+        assert_eq!(
+            names(&servers),
+            ["mailstore.example/192.0.2.40:24"],
+            "no MX for LMTP"
+        );
+        let servers = block_on(a.servers("inet:[192.0.2.41]:2424")).unwrap();
+        assert_eq!(names(&servers), ["192.0.2.41/192.0.2.41:2424"]);
+        let e = block_on(a.servers("unix:private/dovecot-lmtp")).unwrap_err();
+        assert_eq!(e.dsn.to_string(), "4.3.5");
+    }
+
+    #[test]
+    fn orcpt_from_the_client_or_the_original_address() {
+        let mut r = Recipient::new("alice@example.com".parse().unwrap(), 0);
+        assert_eq!(recipient_spec(&r).orcpt, None);
+        r.original = Some("postmaster@example.com".parse().unwrap());
+        assert_eq!(
+            recipient_spec(&r).orcpt.as_deref(),
+            Some("postmaster@example.com")
+        );
+        r.dsn_orcpt = Some("rfc822;Info@Example.com".into());
+        assert_eq!(
+            recipient_spec(&r).orcpt.as_deref(),
+            Some("Info@Example.com")
+        );
+        r.dsn_orcpt = Some("x400;whatever".into());
+        assert_eq!(recipient_spec(&r).orcpt, None);
+    }
+}
