@@ -62,6 +62,38 @@ impl BouncedRecipient {
 }
 
 /// The boundary line of the notice for message `id`.
+/// Bounce text lines as Postfix's bounce daemon wraps them: broken at
+/// white space so that the first line's text is at most 79 characters
+/// and each further line, indented by four spaces, at most 75; a word
+/// longer than that stays whole on its own line.
+fn wrap(text: &str) -> Vec<String> {
+    const LENGTH: usize = 79;
+    const INDENT: usize = 4;
+    let is_blank = |c: char| c == ' ' || c == '\t';
+    let mut lines: Vec<String> = Vec::new();
+    let push = |line: &str, lines: &mut Vec<String>| {
+        let indent = if lines.is_empty() { 0 } else { INDENT };
+        lines.push(format!("{:indent$}{}", "", line.trim_end_matches(is_blank)));
+    };
+    let mut start = 0;
+    let mut limit = LENGTH;
+    let mut word = 0;
+    loop {
+        let end = text[word..].find(is_blank).map_or(text.len(), |i| word + i);
+        if word > start && end - start > limit {
+            push(&text[start..word], &mut lines);
+            start = word + (text[word..].len() - text[word..].trim_start_matches(is_blank).len());
+            limit = LENGTH - INDENT;
+        }
+        if end >= text.len() {
+            break;
+        }
+        word = end + 1;
+    }
+    push(&text[start..], &mut lines);
+    lines
+}
+
 fn boundary(id: &str, now: SystemTime, host: &str) -> String {
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     format!("{id}.{secs}/{host}")
@@ -181,7 +213,9 @@ pub fn non_delivery(
     line("                   The mail system");
     line("");
     for r in bounced {
-        line(&format!("<{}>: {}", r.address, r.detail.text));
+        for l in wrap(&format!("<{}>: {}", r.address, r.detail.text)) {
+            line(&l);
+        }
     }
     line("");
     line(&format!("--{b}"));
@@ -210,12 +244,16 @@ pub fn non_delivery(
         if let mta_core::delivery::Relay::Host { name, .. } = &r.detail.relay {
             line(&format!("Remote-MTA: dns; {name}"));
         }
-        match &r.detail.remote_reply {
-            Some(reply) => line(&format!(
+        let diagnostic = match &r.detail.remote_reply {
+            Some(reply) => format!(
                 "Diagnostic-Code: smtp; {}",
                 reply.to_string().replace("\r\n", " ").trim_end()
-            )),
-            None => line(&format!("Diagnostic-Code: X-Postfix; {}", r.detail.text)),
+            ),
+            None => format!("Diagnostic-Code: X-Postfix; {}", r.detail.text),
+        };
+        // Continuation lines start with white space: a folded field.
+        for l in wrap(&diagnostic) {
+            line(&l);
         }
     }
     line("");
@@ -274,6 +312,31 @@ pub async fn submit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_wrap_as_postfix_bounce_wraps_them() {
+        let text = "<user@example.com>: host mx.example.com[192.0.2.1] said: 550 5.1.1 \
+                    <user@example.com>: Recipient address rejected: User unknown in virtual \
+                    mailbox table (in reply to RCPT TO command)";
+        assert_eq!(
+            wrap(text),
+            [
+                "<user@example.com>: host mx.example.com[192.0.2.1] said: 550 5.1.1",
+                "    <user@example.com>: Recipient address rejected: User unknown in virtual",
+                "    mailbox table (in reply to RCPT TO command)",
+            ]
+        );
+        assert_eq!(wrap("short"), ["short"]);
+        assert_eq!(wrap(""), [""]);
+        // A word too long for any line stays whole.
+        let long = "x".repeat(100);
+        assert_eq!(
+            wrap(&format!("a {long} b")),
+            ["a", &format!("    {long}"), "    b"]
+        );
+        // Spacing inside a line is kept; trailing blanks go.
+        assert_eq!(wrap("a  b\t c  "), ["a  b\t c"]);
+    }
 
     #[test]
     fn header_and_truncation() {

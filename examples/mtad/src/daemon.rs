@@ -117,8 +117,9 @@ pub(crate) async fn run(
         &registry,
         Arc::clone(&cleanup),
         &master_log,
-        Arc::clone(&wake_qmgr),
+        &dns,
     )?;
+    let scheduler = Arc::new(scheduler.with_waker(Arc::clone(&wake_qmgr)));
     let mut servers = tokio::task::JoinSet::new();
     {
         let mut stop = stop_rx.clone();

@@ -1,6 +1,6 @@
 //! The queue manager and the delivery transports of `master.cf`: each
-//! service whose program mtad runs inside itself (`virtual`, `discard`,
-//! `error`) becomes a transport of the scheduler under its service name,
+//! service whose program mtad runs inside itself (`virtual`, `smtp` and
+//! its `relay` clone, `lmtp`, `discard`, `error`) becomes a transport of the scheduler under its service name,
 //! with `maxproc` as its process limit and its own
 //! `<service>_destination_*` parameters; `qmgr`, `cleanup`,
 //! `trivial-rewrite` and `bounce` are the scheduler, cleanup, its router
@@ -13,14 +13,17 @@ use std::time::{Duration, SystemTime};
 use mta_core::config::Config;
 use mta_core::config::master_cf::MasterCf;
 use mta_core::delivery::DeliveryAgent;
+use mta_core::dns::Resolver;
 use mta_delivery::discard::Discard;
 use mta_delivery::error::ErrorAgent;
+use mta_delivery::smtp::{SmtpAgent, SmtpConfig};
 use mta_delivery::virtual_agent::{VirtualAgent, VirtualConfig};
 use mta_maps::class::AddressResolver;
 use mta_maps::registry::Registry;
 use mta_queue::cleanup::Cleanup;
 use mta_queue::notice::NoticeConfig;
 use mta_queue::scheduler::{Scheduler, SchedulerConfig, Transport};
+use mta_smtp::connector::Connector;
 
 use crate::Fatal;
 use crate::log::Log;
@@ -30,7 +33,15 @@ use crate::log::Log;
 pub(crate) fn runs_inside(program: &str) -> bool {
     matches!(
         program,
-        "qmgr" | "cleanup" | "trivial-rewrite" | "bounce" | "virtual" | "discard" | "error"
+        "qmgr"
+            | "cleanup"
+            | "trivial-rewrite"
+            | "bounce"
+            | "virtual"
+            | "smtp"
+            | "lmtp"
+            | "discard"
+            | "error"
     )
 }
 
@@ -59,7 +70,8 @@ fn count(n: i64) -> usize {
     usize::try_from(n.max(1)).unwrap_or(usize::MAX)
 }
 
-/// The scheduler for `config` and the transports of `master`.
+/// The scheduler for `config` and the transports of `master`; the smtp
+/// and lmtp transports resolve with `dns`.
 pub(crate) fn scheduler(
     config: &Config,
     master: &MasterCf,
@@ -67,8 +79,8 @@ pub(crate) fn scheduler(
     registry: &Registry,
     cleanup: Arc<Cleanup>,
     master_log: &Log,
-    wake: Arc<tokio::sync::Notify>,
-) -> Result<Arc<Scheduler>, Fatal> {
+    dns: &Arc<dyn Resolver>,
+) -> Result<Scheduler, Fatal> {
     let hostname = config.expanded("myhostname").map_err(fatal)?;
     let syslog_name = config.expanded("syslog_name").map_err(fatal)?;
     let clock: Arc<dyn Fn() -> SystemTime + Send + Sync> = Arc::new(SystemTime::now);
@@ -87,6 +99,12 @@ pub(crate) fn scheduler(
                 let mut vc = VirtualConfig::from_config(&svc_config, registry).map_err(fatal)?;
                 vc.set_owner = as_root;
                 Arc::new(VirtualAgent::new(vc, Arc::clone(&clock), name))
+            }
+            "smtp" | "lmtp" => {
+                let lmtp = program == "lmtp";
+                let smtp = SmtpConfig::from_config(&svc_config, name, lmtp).map_err(fatal)?;
+                let connector = Connector::from_config(&svc_config, lmtp).map_err(fatal)?;
+                Arc::new(SmtpAgent::new(smtp, connector, Arc::clone(dns)))
             }
             "discard" => Arc::new(Discard),
             "error" if name == "retry" => Arc::new(ErrorAgent::retry()),
@@ -148,16 +166,13 @@ pub(crate) fn scheduler(
         bounce_size_limit: count(config.integer("bounce_size_limit").map_err(fatal)?),
     };
     let queue = cleanup.queue().clone();
-    Ok(Arc::new(
-        Scheduler::new(
-            queue,
-            Arc::new(router),
-            transports,
-            scheduler_config,
-            log,
-            clock,
-        )
-        .with_waker(wake)
-        .with_notices(cleanup, notices),
-    ))
+    Ok(Scheduler::new(
+        queue,
+        Arc::new(router),
+        transports,
+        scheduler_config,
+        log,
+        clock,
+    )
+    .with_notices(cleanup, notices))
 }

@@ -1,0 +1,237 @@
+//! `mtad` relaying out on the reference site: mail for the Internet goes
+//! through the `smtp` transport to Debian's `smtp-sink` standing in for
+//! the remote servers (reached through `transport_maps`, so no DNS), and
+//! a remote server's refusal comes back to the sender as a bounce with
+//! the remote reply in it.
+//!
+//! Skips with a printed reason when `smtp-sink` is absent; fails in CI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
+const SINK: &str = "/usr/sbin/smtp-sink";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `smtp-sink` on 127.0.0.1 dumping messages into `dump` (a directory
+/// anyone may write: it runs as nobody under root).
+fn sink(dump: &Path, options: &[&str]) -> (Running, u16) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dump).unwrap();
+    std::fs::set_permissions(dump, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(SINK);
+    if nix::unistd::geteuid().is_root() {
+        cmd.args(["-u", "nobody"]);
+    }
+    let child = cmd
+        .args(["-d", &format!("{}/msg", dump.display())])
+        .args(options)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start smtp-sink");
+    let child = Running(child);
+    wait_for_port(port, "smtp-sink");
+    (child, port)
+}
+
+fn wait_for_files(dir: &Path, n: usize) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        if files.len() >= n {
+            files.sort();
+            return files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap())
+                .collect();
+        }
+        assert!(
+            Instant::now() < until,
+            "{} files in {}",
+            files.len(),
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends one message over SMTP and returns the reply to its end of data.
+fn send(port: u16, from: &str, to: &str, message: &str) -> String {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    };
+    assert!(reply().starts_with("220 "));
+    for command in [
+        "EHLO client.example.org".to_owned(),
+        format!("MAIL FROM:<{from}>"),
+        format!("RCPT TO:<{to}>"),
+        "DATA".to_owned(),
+    ] {
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .unwrap();
+        let r = reply();
+        assert!(r.starts_with('2') || r.starts_with('3'), "{command}: {r}");
+    }
+    writer
+        .write_all(format!("{}\r\n.\r\n", message.replace('\n', "\r\n")).as_bytes())
+        .unwrap();
+    let r = reply();
+    writer.write_all(b"QUIT\r\n").unwrap();
+    r
+}
+
+#[test]
+fn mail_for_the_internet_is_relayed_and_refusals_bounce() {
+    if !Path::new(SINK).exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("smtp-sink is not installed: CI must install postfix");
+        }
+        eprintln!("skipped: smtp-sink is not installed");
+        return;
+    }
+    let smtp = free_port();
+    let dir = common::compiled_site("relay", |master| {
+        master
+            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
+            .replace("127.0.0.1:2587", &format!("127.0.0.1:{}", free_port()))
+    });
+    let (_ok_sink, ok_port) = sink(&dir.join("sink-ok"), &[]);
+    let (_no_sink, no_port) = sink(&dir.join("sink-no"), &["-f", "RCPT"]);
+    let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
+    main_cf.push_str(&format!(
+        "transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{ok_port}, \
+         example.info=smtp:[127.0.0.1]:{no_port} }}\n"
+    ));
+    std::fs::write(dir.join("main.cf"), main_cf).unwrap();
+    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
+    let daemon = Running(
+        Command::new(MTAD)
+            .args(["-c", &dir.display().to_string()])
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(smtp, "mtad");
+
+    let r = send(
+        smtp,
+        "alice@example.org",
+        "dave@example.net",
+        "From: alice@example.org\nSubject: to the world\n\nout it goes\n",
+    );
+    let id = r
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let relayed = wait_for_files(&dir.join("sink-ok"), 1);
+    let m = &relayed[0];
+    assert!(m.contains("X-Mail-Args: <alice@example.org>"), "{m}");
+    assert!(m.contains("X-Rcpt-Args: <dave@example.net>"), "{m}");
+    assert!(
+        m.contains("\nSubject: to the world\n\nout it goes\n"),
+        "{m}"
+    );
+    // The message carries our Received line (with its queue ID).
+    assert!(
+        m.contains(&format!("by mail.example.com (mtad) with ESMTP id {id}")),
+        "{m}"
+    );
+
+    // A remote 5xx to RCPT returns the message to its sender, here a
+    // local mailbox, with the remote server's words.
+    send(
+        smtp,
+        "alice@example.org",
+        "eve@example.info",
+        "From: alice@example.org\nSubject: refused\n\nno one home\n",
+    );
+    let bounces = wait_for_files(&dir.join("state/mail/example.org/alice/new"), 1);
+    let b = &bounces[0];
+    assert!(b.contains("Return-Path: <>\n"), "{b}");
+    assert!(
+        b.contains("Subject: Undelivered Mail Returned to Sender\n"),
+        "{b}"
+    );
+    // Wrapped at 79 columns, as Postfix's bounce daemon wraps it.
+    assert!(
+        b.contains(
+            "\n<eve@example.info>: host 127.0.0.1[127.0.0.1] said: 500 5.3.0 Error: command\n    failed (in reply to RCPT TO command)\n"
+        ),
+        "{b}"
+    );
+    assert!(b.contains("Remote-MTA: dns; 127.0.0.1\n"), "{b}");
+    assert!(
+        b.contains("Diagnostic-Code: smtp; 500 5.3.0 Error: command failed\n"),
+        "{b}"
+    );
+    assert!(b.contains("Status: 5.3.0\n"), "{b}");
+
+    // The log says what Postfix's smtp(8) says.
+    let until = Instant::now() + Duration::from_secs(10);
+    let pid = daemon.0.id();
+    loop {
+        let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+        let sent = format!(
+            "postfix/smtp[{pid}]: {id}: to=<dave@example.net>, relay=127.0.0.1[127.0.0.1]:{ok_port}, delay="
+        );
+        if log.contains(&sent)
+            && log.contains("dsn=2.0.0, status=sent (250 2.0.0 Ok")
+            && log.contains("to=<eve@example.info>, relay=127.0.0.1[127.0.0.1]:")
+            && log.contains("dsn=5.3.0, status=bounced (host 127.0.0.1[127.0.0.1] said: 500 5.3.0 Error: command failed (in reply to RCPT TO command))")
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(daemon);
+}
