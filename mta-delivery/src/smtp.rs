@@ -834,6 +834,21 @@ fn parse_nexthop(nexthop: &str, lmtp: bool) -> Result<NextHop, RouteFailure> {
         }
         text = text.strip_prefix("inet:").unwrap_or(text);
     }
+    // lmtp(8) also takes a bare address, `inet:127.0.0.1:24`.
+    let bracketed;
+    if lmtp && !text.starts_with('[') {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, p)) if h.parse::<IpAddr>().is_ok() => (h, Some(p)),
+            _ => (text, None),
+        };
+        if host.parse::<IpAddr>().is_ok() {
+            bracketed = match port {
+                Some(p) => format!("[{host}]:{p}"),
+                None => format!("[{host}]"),
+            };
+            text = &bracketed;
+        }
+    }
     let mut hop = NextHop::parse(text).map_err(|e| {
         RouteFailure::new(
             StatusClass::PersistentTransient,
@@ -1211,6 +1226,10 @@ mod tests {
         );
         let servers = block_on(a.servers("inet:[192.0.2.41]:2424")).unwrap();
         assert_eq!(names(&servers), ["192.0.2.41/192.0.2.41:2424"]);
+        let servers = block_on(a.servers("inet:192.0.2.42:2424")).unwrap();
+        assert_eq!(names(&servers), ["192.0.2.42/192.0.2.42:2424"]);
+        let servers = block_on(a.servers("192.0.2.43")).unwrap();
+        assert_eq!(names(&servers), ["192.0.2.43/192.0.2.43:24"]);
         let e = block_on(a.servers("unix:private/dovecot-lmtp")).unwrap_err();
         assert_eq!(e.dsn.to_string(), "4.3.5");
     }
