@@ -352,9 +352,9 @@ async fn dovecot_takes_mail_over_lmtp_with_a_result_per_recipient() {
     let nobody = report.results[1].status.detail().unwrap();
     assert_eq!(nobody.dsn.to_string(), "5.1.1", "{}", nobody.text);
     assert!(
-        nobody.text.starts_with(&format!(
-            "host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <nobody@example.com>"
-        )),
+        nobody.text.starts_with(
+            &"host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <nobody@example.com>".to_string()
+        ),
         "{}",
         nobody.text
     );
