@@ -25,6 +25,8 @@
 //!   with `smtp_connect_timeout`, STARTTLS with tokio-rustls (plaintext
 //!   retry under `may`, as Postfix), transactions streamed from any
 //!   reader, connection reuse, Postfix's failure wording.
+//! - [`client_tls`] (feature `tokio`): the rustls client configuration
+//!   of `smtp_tls_security_level` and its trust anchors.
 //! - [`dns`] (feature `tokio`): `mta-core`'s DNS `Resolver` on
 //!   hickory-resolver.
 //!
@@ -34,6 +36,8 @@
 //! and an embedding program answers the session's events with its own.
 
 pub mod client;
+#[cfg(feature = "tokio")]
+pub mod client_tls;
 pub mod command;
 #[cfg(feature = "tokio")]
 pub mod connector;

@@ -23,6 +23,7 @@ use mta_maps::registry::Registry;
 use mta_queue::cleanup::Cleanup;
 use mta_queue::notice::NoticeConfig;
 use mta_queue::scheduler::{Scheduler, SchedulerConfig, Transport};
+use mta_smtp::client_tls::client_tls;
 use mta_smtp::connector::Connector;
 
 use crate::Fatal;
@@ -103,7 +104,10 @@ pub(crate) fn scheduler(
             "smtp" | "lmtp" => {
                 let lmtp = program == "lmtp";
                 let smtp = SmtpConfig::from_config(&svc_config, name, lmtp).map_err(fatal)?;
-                let connector = Connector::from_config(&svc_config, lmtp).map_err(fatal)?;
+                let mut connector = Connector::from_config(&svc_config, lmtp).map_err(fatal)?;
+                if let Some((tls, verification)) = client_tls(&svc_config, lmtp).map_err(fatal)? {
+                    connector = connector.with_tls(tls, verification);
+                }
                 Arc::new(SmtpAgent::new(smtp, connector, Arc::clone(dns)))
             }
             "discard" => Arc::new(Discard),
