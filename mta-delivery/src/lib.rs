@@ -77,12 +77,14 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+mod content;
 pub mod discard;
 pub mod error;
 pub mod headers;
 pub mod mailbox;
 pub mod maildir;
 pub mod mbox;
+pub mod pipe;
 pub mod smtp;
 pub mod virtual_agent;
 

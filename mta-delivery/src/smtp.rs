@@ -67,11 +67,8 @@
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use mta_core::address::MailAddress;
@@ -79,15 +76,15 @@ use mta_core::address_class::{NextHop, NextHopHost};
 use mta_core::config::{Config, ConfigError};
 use mta_core::delivery::{
     BodyType, DeliveryAgent, DeliveryFuture, DeliveryReport, DeliveryRequest, DeliveryStatus,
-    MessageContent, Recipient, RecipientResult, Relay, StatusDetail,
+    Recipient, RecipientResult, Relay, StatusDetail,
 };
 use mta_core::dns::{DnsAnswer, MxRecord, Resolver};
 use mta_core::reply::{EnhancedStatus, Reply, ReplyClass, StatusClass};
 use mta_smtp::client::{FailureKind, RecipientOutcome, RecipientSpec, Transaction, Verdict};
 use mta_smtp::command::Body;
 use mta_smtp::connector::{ConnectError, Connection, Connector};
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::mpsc;
+
+use crate::content::ContentReader;
 
 /// Which address family to try first (`smtp_address_preference`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -925,81 +922,6 @@ impl DeliveryAgent for SmtpAgent {
             }
             report
         })
-    }
-}
-
-/// The message content as an [`AsyncRead`]: a blocking thread reads the
-/// queue file in chunks and hands them over a small channel, so the
-/// async workers never wait on the disk and memory stays bounded.
-struct ContentReader {
-    chunks: mpsc::Receiver<io::Result<Vec<u8>>>,
-    current: Vec<u8>,
-    offset: usize,
-}
-
-const CHUNK: usize = 64 * 1024;
-
-impl ContentReader {
-    fn open(content: Arc<dyn MessageContent>) -> ContentReader {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::task::spawn_blocking(move || {
-            let mut reader = match content.open() {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
-            loop {
-                let mut buf = vec![0; CHUNK];
-                match reader.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        if tx.blocking_send(Ok(buf)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-        });
-        ContentReader {
-            chunks: rx,
-            current: Vec::new(),
-            offset: 0,
-        }
-    }
-}
-
-impl AsyncRead for ContentReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            if self.offset < self.current.len() {
-                let n = buf.remaining().min(self.current.len() - self.offset);
-                let start = self.offset;
-                buf.put_slice(&self.current[start..start + n]);
-                self.offset += n;
-                return Poll::Ready(Ok(()));
-            }
-            match Pin::new(&mut self.chunks).poll_recv(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
-                    self.current = chunk;
-                    self.offset = 0;
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The queue manager and the delivery transports of `master.cf`: each
 //! service whose program mtad runs inside itself (`virtual`, `smtp` and
-//! its `relay` clone, `lmtp`, `discard`, `error`) becomes a transport of the scheduler under its service name,
+//! its `relay` clone, `lmtp`, `pipe`, `discard`, `error`) becomes a transport of the scheduler under its service name,
 //! with `maxproc` as its process limit and its own
 //! `<service>_destination_*` parameters; `qmgr`, `cleanup`,
 //! `trivial-rewrite` and `bounce` are the scheduler, cleanup, its router
@@ -16,6 +16,7 @@ use mta_core::delivery::DeliveryAgent;
 use mta_core::dns::Resolver;
 use mta_delivery::discard::Discard;
 use mta_delivery::error::ErrorAgent;
+use mta_delivery::pipe::{PipeAgent, PipeConfig};
 use mta_delivery::smtp::{SmtpAgent, SmtpConfig};
 use mta_delivery::virtual_agent::{VirtualAgent, VirtualConfig};
 use mta_maps::class::AddressResolver;
@@ -41,6 +42,7 @@ pub(crate) fn runs_inside(program: &str) -> bool {
             | "virtual"
             | "smtp"
             | "lmtp"
+            | "pipe"
             | "discard"
             | "error"
     )
@@ -109,6 +111,29 @@ pub(crate) fn scheduler(
                     connector = connector.with_tls(tls, verification);
                 }
                 Arc::new(SmtpAgent::new(smtp, connector, Arc::clone(dns)))
+            }
+            "pipe" => {
+                match PipeConfig::parse(name, service.command().operands(), &svc_config) {
+                    Ok(pipe) => {
+                        if pipe.run_as.is_none() {
+                            master_log.info(&format!(
+                                "service {name}: user={} not used: not running as root, commands run as this process's user",
+                                pipe.user
+                            ));
+                        }
+                        Arc::new(PipeAgent::new(pipe))
+                    }
+                    // One broken pipe entry must not stop the rest of the
+                    // mail system: its mail waits (mail transport
+                    // unavailable) until the entry is fixed.
+                    Err(e) => {
+                        master_log.warning(&format!(
+                            "{master_path}, line {}: {e}: service not started",
+                            service.line()
+                        ));
+                        continue;
+                    }
+                }
             }
             "discard" => Arc::new(Discard),
             "error" if name == "retry" => Arc::new(ErrorAgent::retry()),
