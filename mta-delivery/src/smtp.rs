@@ -256,6 +256,17 @@ pub struct Server {
     pub address: SocketAddr,
 }
 
+impl Server {
+    /// The server as `relay=` names it: `name[address]:port`.
+    pub fn relay(&self) -> Relay {
+        Relay::Host {
+            name: self.name.clone(),
+            address: self.address.ip(),
+            port: self.address.port(),
+        }
+    }
+}
+
 /// Why no server could be found for a next hop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteFailure {
@@ -318,6 +329,13 @@ struct Idle {
 }
 
 type Cache = Arc<Mutex<HashMap<String, Vec<Idle>>>>;
+
+/// A connection in use, and where it goes.
+struct Session {
+    connection: Connection,
+    server: Server,
+    opened: Instant,
+}
 
 /// The `smtp` (or `lmtp`) delivery agent.
 pub struct SmtpAgent {
@@ -616,28 +634,17 @@ impl SmtpAgent {
         let pending_all: Vec<&Recipient> = request.recipients.iter().collect();
         let mut pending = pending_all;
         // The last reason recipients are still pending, for the deferral.
-        let mut last: Option<(StatusDetail, bool)> = None;
+        let mut last: Option<StatusDetail> = None;
 
         // A cached connection first: no DNS, no handshake.
         if let Some(idle) = self.cached(&request.nexthop) {
-            let Idle {
-                mut connection,
-                server,
-                opened,
-                ..
-            } = idle;
+            let session = Session {
+                connection: idle.connection,
+                server: idle.server,
+                opened: idle.opened,
+            };
             pending = self
-                .transaction(
-                    request,
-                    &mut connection,
-                    &server,
-                    pending,
-                    false,
-                    results,
-                    &mut last,
-                )
-                .await;
-            self.release(&request.nexthop, connection, server, opened)
+                .transaction(request, session, pending, false, results, &mut last)
                 .await;
             if pending.is_empty() {
                 return;
@@ -663,23 +670,18 @@ impl SmtpAgent {
         for (i, server) in servers.into_iter().enumerate() {
             let opened = Instant::now();
             match self.connector.connect(server.address, &server.name).await {
-                Ok(mut connection) => {
+                Ok(connection) => {
                     sessions += 1;
                     let final_server = i + 1 == count
                         || (self.config.mx_session_limit > 0
                             && sessions >= self.config.mx_session_limit);
+                    let session = Session {
+                        connection,
+                        server,
+                        opened,
+                    };
                     pending = self
-                        .transaction(
-                            request,
-                            &mut connection,
-                            &server,
-                            pending,
-                            final_server,
-                            results,
-                            &mut last,
-                        )
-                        .await;
-                    self.release(&request.nexthop, connection, server, opened)
+                        .transaction(request, session, pending, final_server, results, &mut last)
                         .await;
                     if pending.is_empty() || final_server {
                         break;
@@ -688,11 +690,7 @@ impl SmtpAgent {
                 Err(error) => {
                     let relay = match &error {
                         // The server answered, but not usefully.
-                        ConnectError::Session(_) => Relay::Host {
-                            name: server.name.clone(),
-                            address: server.address.ip(),
-                            port: server.address.port(),
-                        },
+                        ConnectError::Session(_) => server.relay(),
                         _ => Relay::None,
                     };
                     if matches!(error, ConnectError::Session(_)) {
@@ -710,7 +708,7 @@ impl SmtpAgent {
                         results.extend(pending.iter().map(|r| r.result(status.clone())));
                         return;
                     }
-                    last = Some((detail, false));
+                    last = Some(detail);
                     if self.config.mx_session_limit > 0 && sessions >= self.config.mx_session_limit
                     {
                         break;
@@ -719,7 +717,7 @@ impl SmtpAgent {
             }
         }
         if !pending.is_empty() {
-            let detail = last.map(|(d, _)| d).unwrap_or_else(|| {
+            let detail = last.unwrap_or_else(|| {
                 StatusDetail::new(
                     status(StatusClass::PersistentTransient, 4, 1),
                     "no SMTP server could be reached",
@@ -731,32 +729,31 @@ impl SmtpAgent {
         }
     }
 
-    /// One transaction on `connection` for `pending`; returns the
-    /// recipients to try on the next server (those deferred, unless this
-    /// is the last server).
-    #[allow(clippy::too_many_arguments)]
+    /// One transaction on `session` for `pending`, after which the
+    /// connection is cached or closed; returns the recipients to try on
+    /// the next server (those deferred, unless this is the last server).
     async fn transaction<'r>(
         &self,
         request: &DeliveryRequest,
-        connection: &mut Connection,
-        server: &Server,
+        session: Session,
         pending: Vec<&'r Recipient>,
         final_server: bool,
         results: &mut Vec<RecipientResult>,
-        last: &mut Option<(StatusDetail, bool)>,
+        last: &mut Option<StatusDetail>,
     ) -> Vec<&'r Recipient> {
+        let Session {
+            mut connection,
+            server,
+            opened,
+        } = session;
         let tx = transaction(request, &pending);
         let content = ContentReader::open(Arc::clone(&request.content));
         let outcome = connection.deliver(tx, content).await;
-        let relay = Relay::Host {
-            name: server.name.clone(),
-            address: server.address.ip(),
-            port: server.address.port(),
-        };
+        let relay = server.relay();
         let failure = connection.failure().map(|f| f.message.clone());
         let mut retry = Vec::new();
         for (recipient, o) in pending.into_iter().zip(outcome.recipients) {
-            let text = outcome_text(&o, &server_peer(server), failure.as_deref());
+            let text = outcome_text(&o, &server_peer(&server), failure.as_deref());
             let detail = detail_of(&o.reply, text, relay.clone(), !o.by_client);
             match o.verdict {
                 Verdict::Delivered => {
@@ -767,11 +764,13 @@ impl SmtpAgent {
                     results.push(recipient.result(DeliveryStatus::Deferred(detail)));
                 }
                 Verdict::Deferred => {
-                    *last = Some((detail, true));
+                    *last = Some(detail);
                     retry.push(recipient);
                 }
             }
         }
+        self.release(&request.nexthop, connection, server, opened)
+            .await;
         retry
     }
 }
