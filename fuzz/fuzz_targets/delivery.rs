@@ -1,6 +1,7 @@
 //! What delivery reads from outside: the `Delivered-To:` loop check on
-//! arbitrary message content, `error:` next hops, lock method lists, and
-//! the non-delivery notice built around arbitrary content. No panics; the
+//! arbitrary message content, `error:` next hops, lock method lists, pipe
+//! entries and the pipe agent's content quoting, and the non-delivery
+//! notice built around arbitrary content. No panics; the
 //! answers keep their promises.
 #![no_main]
 
@@ -12,6 +13,7 @@ use mta_core::reply::{EnhancedStatus, StatusClass};
 use mta_delivery::error::ErrorAgent;
 use mta_delivery::headers::has_delivered_to;
 use mta_delivery::mbox::LockMethod;
+use mta_delivery::pipe::{transform_content, PipeConfig, PipeFlags};
 use mta_queue::file::{Envelope, QueueFile, Recipient};
 use mta_queue::notice::{non_delivery, BouncedRecipient, NoticeConfig};
 
@@ -29,6 +31,26 @@ fuzz_target!(|data: &[u8]| {
     let retry = ErrorAgent::retry().status(&text);
     assert_eq!(retry.detail().unwrap().dsn.class(), StatusClass::PersistentTransient);
     let _ = LockMethod::parse_list(&text);
+
+    // Pipe entries: any operands give a config or an error.
+    let operands: Vec<String> = text.split_whitespace().map(String::from).collect();
+    let config = mta_core::config::Config::parse("", "main.cf", Default::default()).unwrap();
+    let _ = PipeConfig::parse("fuzz", &operands, &config);
+    // Quoting does not depend on chunking, and dot-stuffing undone gives
+    // the content back (with a final line end).
+    let flags = PipeFlags { dot_stuff: true, ..PipeFlags::default() };
+    let whole = transform_content(flags, b"\n", &[data]);
+    let cut = usize::from(data.first().copied().unwrap_or(0)).min(data.len());
+    assert_eq!(transform_content(flags, b"\n", &[&data[..cut], &data[cut..]]), whole);
+    let mut undone = Vec::new();
+    for line in whole.split_inclusive(|&b| b == b'\n') {
+        undone.extend_from_slice(line.strip_prefix(b".").filter(|_| line.starts_with(b"..")).unwrap_or(line));
+    }
+    let mut expected = data.to_vec();
+    if !expected.is_empty() && !expected.ends_with(b"\n") {
+        expected.push(b'\n');
+    }
+    assert_eq!(undone, expected);
 
     let rcpt = Recipient::new("nobody@example.com");
     let file = QueueFile {

@@ -489,6 +489,9 @@ pub struct Resubmission {
     /// A new reverse path for the new message, as an `owner-` alias sets
     /// it; `None` keeps the original sender.
     pub sender: Option<ReversePath>,
+    /// Header lines to put in front of the forwarded copy, without line
+    /// ends: the `Delivered-To:` that lets the next hop see a loop.
+    pub headers: Vec<String>,
 }
 
 impl Resubmission {
@@ -497,6 +500,7 @@ impl Resubmission {
         Resubmission {
             recipients,
             sender: None,
+            headers: Vec::new(),
         }
     }
 }

@@ -77,6 +77,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+mod command;
 mod content;
 pub mod discard;
 pub mod error;

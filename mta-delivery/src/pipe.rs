@@ -55,7 +55,6 @@
 //! ```
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -68,13 +67,9 @@ use mta_core::delivery::{
     RecipientResult, Relay, StatusDetail,
 };
 use mta_core::reply::{EnhancedStatus, StatusClass};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::content::ContentReader;
+use crate::command::{self, CommandSpec};
 use crate::headers::DeliveryHeaders;
-
-/// How much command output is kept for the log and the bounce.
-const OUTPUT_LIMIT: usize = 4096;
 
 /// A `master.cf` pipe entry that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -501,216 +496,30 @@ impl PipeAgent {
     async fn run(&self, request: &DeliveryRequest, recipients: &[&Recipient]) -> DeliveryStatus {
         let c = &self.config;
         let relay = Relay::Transport(c.service.clone());
-        let status = |class, subject, detail, text: String| {
-            let dsn = EnhancedStatus::new(class, subject, detail)
-                .unwrap_or_else(|_| EnhancedStatus::new(class, 0, 0).expect("class code"));
-            StatusDetail::new(dsn, text, relay.clone())
-        };
         if c.size_limit
             .is_some_and(|limit| request.content.size() > limit)
         {
-            return DeliveryStatus::Bounced(status(
-                StatusClass::Permanent,
-                2,
-                3,
-                "message file too big".into(),
+            return DeliveryStatus::Bounced(StatusDetail::new(
+                EnhancedStatus::new(StatusClass::Permanent, 2, 3).expect("valid"),
+                "message file too big",
+                relay,
             ));
         }
-        let argv = self.command_line(request, recipients);
-        let program = argv[0].clone();
-        let mut command = tokio::process::Command::new(&program);
-        command
-            .args(&argv[1..])
-            .env_clear()
-            .envs(c.environment.iter().map(|(k, v)| (k, v)))
-            .current_dir(&c.directory)
-            .stdin(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        if let Some((uid, gid)) = c.run_as {
-            command.uid(uid).gid(gid);
-        }
-        // stdout and stderr both go to one pipe, as pipe(8) captures them.
-        let (reader, writer) = match nix::unistd::pipe() {
-            Ok(p) => p,
-            Err(e) => {
-                return DeliveryStatus::Deferred(status(
-                    StatusClass::PersistentTransient,
-                    3,
-                    0,
-                    format!("pipe: {e}"),
-                ));
-            }
+        let spec = CommandSpec {
+            argv: self.command_line(request, recipients),
+            environment: c.environment.clone(),
+            directory: c.directory.clone(),
+            run_as: c.run_as,
         };
-        let writer2 = match writer.try_clone() {
-            Ok(w) => w,
-            Err(e) => {
-                return DeliveryStatus::Deferred(status(
-                    StatusClass::PersistentTransient,
-                    3,
-                    0,
-                    format!("dup: {e}"),
-                ));
-            }
-        };
-        command
-            .stdout(Stdio::from(writer))
-            .stderr(Stdio::from(writer2));
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                // pipe(8)'s child reports a failed exec as EX_OSERR-like
-                // trouble; the command missing is a configuration mistake
-                // to fix before mail is returned.
-                return DeliveryStatus::Deferred(status(
-                    StatusClass::PersistentTransient,
-                    3,
-                    0,
-                    format!("execvp {program}: {e}"),
-                ));
-            }
-        };
-        // Drop our copies of the write end: the read below ends when the
-        // command (and everything it started) has closed its own.
-        drop(command);
-        let pgid = child.id();
-        let stdin = child.stdin.take();
+        let quoter = LineQuoter::new(c.flags, c.eol.clone());
         let head = self.head(request, recipients);
-        let content = Arc::clone(&request.content);
-        let flags = c.flags;
-        let eol = c.eol.clone();
-        let feed = async move {
-            let Some(mut stdin) = stdin else {
-                return Ok(());
-            };
-            let mut quoter = LineQuoter::new(flags, eol);
-            let mut out = Vec::new();
-            quoter.push(&head, &mut out, false);
-            stdin.write_all(&out).await?;
-            let mut reader = ContentReader::open(content);
-            let mut buf = vec![0; 64 * 1024];
-            loop {
-                let n = reader.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                out.clear();
-                quoter.push(&buf[..n], &mut out, true);
-                stdin.write_all(&out).await?;
-            }
-            out.clear();
-            quoter.finish(&mut out);
-            stdin.write_all(&out).await?;
-            stdin.shutdown().await
-        };
-        let output = async move {
-            let mut file = tokio::fs::File::from_std(std::fs::File::from(reader));
-            let mut kept = Vec::new();
-            let mut buf = vec![0; 8192];
-            loop {
-                match file.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-                        kept.extend_from_slice(&buf[..n.min(room)]);
-                    }
-                }
-            }
-            kept
-        };
-        let work = async {
-            let (fed, kept) = tokio::join!(feed, output);
-            let exit = child.wait().await;
-            (fed, kept, exit)
-        };
-        let (fed, kept, exit) = match tokio::time::timeout(request.time_limit, work).await {
-            Ok(done) => done,
-            Err(_) => {
-                kill_group(pgid);
-                let _ = child.wait().await;
-                return DeliveryStatus::Bounced(status(
-                    StatusClass::Permanent,
-                    3,
-                    0,
-                    format!("Command time limit exceeded: \"{program}\""),
-                ));
-            }
-        };
-        let output = printable(&kept);
-        let with_output = |text: String| {
-            if output.is_empty() {
-                text
-            } else {
-                format!("{text}. Command output: {output}")
-            }
-        };
-        let exit = match exit {
-            Ok(exit) => exit,
-            Err(e) => {
-                return DeliveryStatus::Deferred(status(
-                    StatusClass::PersistentTransient,
-                    3,
-                    0,
-                    format!("wait for \"{program}\": {e}"),
-                ));
-            }
-        };
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = exit.signal() {
-            return DeliveryStatus::Deferred(status(
-                StatusClass::PersistentTransient,
-                3,
-                0,
-                with_output(format!("Command died with signal {signal}: \"{program}\"")),
-            ));
-        }
-        let code = exit.code().unwrap_or(-1);
-        if code == 0 {
-            // A command that exits 0 without reading all of its input has
-            // still taken the message (EPIPE is not an error, as in
-            // pipe(8)); any other write failure is.
-            return match fed {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    DeliveryStatus::Bounced(status(
-                        StatusClass::Permanent,
-                        3,
-                        0,
-                        format!("Command failed: {e}: \"{program}\""),
-                    ))
-                }
-                _ => DeliveryStatus::Delivered(status(
-                    StatusClass::Success,
-                    0,
-                    0,
-                    format!("delivered via {} service", c.service),
-                )),
-            };
-        }
-        // Output that starts with an enhanced status code says it all.
-        if let Some((dsn, text)) = leading_status(&output) {
-            let detail = StatusDetail::new(dsn, text, relay.clone());
-            return if dsn.class() == StatusClass::PersistentTransient {
-                DeliveryStatus::Deferred(detail)
-            } else {
-                DeliveryStatus::Bounced(detail)
-            };
-        }
-        match sysexit(code) {
-            Some((class, subject, detail, text)) => {
-                let d = status(class, subject, detail, with_output(text.to_owned()));
-                if class == StatusClass::PersistentTransient {
-                    DeliveryStatus::Deferred(d)
-                } else {
-                    DeliveryStatus::Bounced(d)
-                }
-            }
-            None => DeliveryStatus::Bounced(status(
-                StatusClass::Permanent,
-                3,
-                0,
-                with_output(format!("Command died with status {code}: \"{program}\"")),
-            )),
-        }
+        let ran = command::run(&spec, head, quoter, &request.content, request.time_limit).await;
+        command::status(
+            &ran,
+            &spec.argv[0],
+            &relay,
+            &format!("delivered via {} service", c.service),
+        )
     }
 
     /// The lines the flags put before the message.
@@ -748,66 +557,34 @@ impl PipeAgent {
     }
 }
 
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+/// The message as the command reads it after the `.`, `>` and `B` flags
+/// and `eol=` (without the lines the `F`, `R`, `O`, `D` flags put in
+/// front), from content that arrives in `chunks`: the result does not
+/// depend on where the chunks split it.
+///
+/// # Example
+///
+/// ```
+/// use mta_delivery::pipe::{PipeFlags, transform_content};
+///
+/// let flags = PipeFlags { dot_stuff: true, quote_from: true, ..PipeFlags::default() };
+/// let out = transform_content(flags, b"\r\n", &[b"From me\n.", b"dot"]);
+/// assert_eq!(out, b">From me\r\n..dot\r\n");
+/// ```
+pub fn transform_content(flags: PipeFlags, eol: &[u8], chunks: &[&[u8]]) -> Vec<u8> {
+    let mut quoter = LineQuoter::new(flags, eol.to_vec());
+    let mut out = Vec::new();
+    for chunk in chunks {
+        quoter.push(chunk, &mut out, true);
     }
-}
-
-/// Command output as pipe(8) reports it: tabs and newlines as spaces,
-/// other unprintable bytes as `_`, trailing space trimmed.
-fn printable(bytes: &[u8]) -> String {
-    let text: String = bytes
-        .iter()
-        .map(|&b| match b {
-            b'\t' | b'\n' | b'\r' => ' ',
-            0x20..=0x7e => b as char,
-            _ => '_',
-        })
-        .collect();
-    text.trim_end().to_owned()
-}
-
-/// `4.2.2 text` or `5.1.1 text` at the start of the output.
-fn leading_status(output: &str) -> Option<(EnhancedStatus, String)> {
-    let (code, rest) = output.split_once(' ').unwrap_or((output, ""));
-    let status = EnhancedStatus::parse(code).ok()?;
-    if status.class() == StatusClass::Success {
-        return None;
-    }
-    Some((status, rest.trim().to_owned()))
-}
-
-/// `<sysexits.h>` codes as Postfix's sys_exits table maps them.
-fn sysexit(code: i32) -> Option<(StatusClass, u16, u16, &'static str)> {
-    use StatusClass::{Permanent as Hard, PersistentTransient as Soft};
-    Some(match code {
-        64 => (Hard, 3, 0, "command line usage error"),
-        65 => (Hard, 6, 0, "data format error"),
-        66 => (Hard, 3, 0, "cannot open input"),
-        67 => (Hard, 1, 1, "user unknown"),
-        68 => (Hard, 1, 2, "host name unknown"),
-        69 => (Hard, 3, 0, "service unavailable"),
-        70 => (Hard, 3, 0, "internal software error"),
-        71 => (Soft, 3, 0, "system resource problem"),
-        72 => (Hard, 3, 0, "critical OS file missing"),
-        73 => (Hard, 2, 0, "can't create user output file"),
-        74 => (Hard, 3, 0, "input/output error"),
-        75 => (Soft, 3, 0, "temporary failure"),
-        76 => (Hard, 5, 0, "remote error in protocol"),
-        77 => (Hard, 7, 0, "permission denied"),
-        78 => (Hard, 3, 5, "local configuration error"),
-        _ => return None,
-    })
+    quoter.finish(&mut out);
+    out
 }
 
 /// The content transformations of the `.`, `>`, `B` flags and `eol=`,
 /// streamed: only the first bytes of each line are held back until it is
 /// known whether the line needs a prefix.
-struct LineQuoter {
+pub(crate) struct LineQuoter {
     flags: PipeFlags,
     eol: Vec<u8>,
     /// The start of the current line, while undecided.
@@ -821,7 +598,7 @@ struct LineQuoter {
 }
 
 impl LineQuoter {
-    fn new(flags: PipeFlags, eol: Vec<u8>) -> LineQuoter {
+    pub(crate) fn new(flags: PipeFlags, eol: Vec<u8>) -> LineQuoter {
         LineQuoter {
             flags,
             eol,
@@ -834,7 +611,7 @@ impl LineQuoter {
 
     /// Adds `data`; `quote` is false for the lines the agent itself
     /// prepends (they are never quoted).
-    fn push(&mut self, data: &[u8], out: &mut Vec<u8>, quote: bool) {
+    pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<u8>, quote: bool) {
         if !quote {
             for line in data.split_inclusive(|&b| b == b'\n') {
                 match line.strip_suffix(b"\n") {
@@ -886,7 +663,7 @@ impl LineQuoter {
 
     /// Ends the message: the last partial line, a final line end, the `B`
     /// blank line.
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.decided && !self.pending.is_empty() {
             self.decide(out);
         }
@@ -962,22 +739,5 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "Return-Path: <a@b>\r\nSubject: x\r\n\r\n>From me\r\n..dot\r\nFrom\r\nFrog\r\nend\r\n\r\n"
         );
-    }
-
-    #[test]
-    fn exit_statuses_as_postfix_maps_them() {
-        assert_eq!(sysexit(75).unwrap().0, StatusClass::PersistentTransient);
-        assert_eq!(
-            sysexit(67).unwrap(),
-            (StatusClass::Permanent, 1, 1, "user unknown")
-        );
-        assert!(sysexit(1).is_none());
-        let (dsn, text) = leading_status("4.2.2 mailbox full").unwrap();
-        assert_eq!(
-            (dsn.to_string(), text.as_str()),
-            ("4.2.2".into(), "mailbox full")
-        );
-        assert!(leading_status("procmail: oops").is_none());
-        assert_eq!(printable(b"a\tb\nc\x01 \n"), "a b c_");
     }
 }

@@ -70,6 +70,11 @@ pub struct Submission {
     /// continuation lines joined by CR LF and a tab (the `Received:`
     /// header).
     pub prepend: Vec<String>,
+    /// Mail the system makes itself (bounces, forwarded copies): not
+    /// inspected by `header_checks` and `body_checks`, as Postfix's
+    /// cleanup leaves internal mail alone (its checks ran when the
+    /// original arrived).
+    pub internal: bool,
 }
 
 /// Why a message was not queued.
@@ -221,7 +226,11 @@ impl Cleanup {
             queue_manager: self.queue_manager.clone(),
             writer: Some(writer),
             filter: Some(ContentFilter::shared(
-                Arc::clone(&self.tables),
+                if submission.internal {
+                    Arc::new(ContentTables::default())
+                } else {
+                    Arc::clone(&self.tables)
+                },
                 self.limits,
                 context,
             )),
@@ -405,6 +414,7 @@ mod tests {
             attributes: vec![("client_address".into(), "192.0.2.1".into())],
             context: MessageContext::default(),
             prepend: vec!["Received: from x (unknown [192.0.2.1])\r\n\tby mx with ESMTP".into()],
+            internal: false,
         }
     }
 
@@ -455,6 +465,25 @@ mod tests {
         assert!(crate::store::is_ready(
             &cleanup.queue().path(QueueName::Hold, &q.id)
         ));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn internal_mail_is_not_inspected_again() {
+        // A bounce or a forwarded copy quoting a rejected header must
+        // still go out: its checks ran when the original arrived.
+        let (cleanup, root) = setup("internal", RULES);
+        let mut internal = submission();
+        internal.internal = true;
+        let mut m = cleanup.begin(internal).unwrap();
+        m.write(b"Subject: reject me\r\n\r\nx\r\n");
+        let q = m.finish().unwrap();
+        assert!(!q.discarded && !q.hold);
+        q.commit.wait().unwrap();
+        assert_eq!(
+            cleanup.queue().find(q.id.as_str()),
+            Some(QueueName::Incoming)
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 

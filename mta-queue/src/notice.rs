@@ -301,6 +301,7 @@ pub async fn submit(
             ..Default::default()
         },
         prepend: Vec::new(),
+        internal: true,
     };
     let mut m = cleanup.begin(submission)?;
     m.write(message);

@@ -51,6 +51,7 @@
 //! `.forward` expansions (an agent asking for it defers the recipient).
 
 use std::collections::HashMap;
+use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,7 +65,7 @@ use mta_core::queue_id::QueueId;
 use mta_core::reply::EnhancedStatus;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::cleanup::Cleanup;
+use crate::cleanup::{Cleanup, Submission};
 use crate::file::{QueueFile, Recipient as QueuedRecipient};
 use crate::notice::{BouncedRecipient, NoticeConfig};
 use crate::store::{Queue, QueueName};
@@ -636,11 +637,13 @@ impl Scheduler {
             for ((i, _), result) in batch.into_iter().zip(report.results) {
                 agent_of.insert(i, transport_name.clone());
                 let status = match result.status {
-                    DeliveryStatus::Resubmit(_) => DeliveryStatus::Deferred(StatusDetail::new(
-                        EnhancedStatus::parse("4.3.0").expect("valid"),
-                        "alias and .forward resubmission is not supported yet",
-                        Relay::None,
-                    )),
+                    // Aliases and .forward: the new addresses go back
+                    // through cleanup as a new message; only once it is
+                    // queued is this recipient done.
+                    DeliveryStatus::Resubmit(r) => {
+                        let queued = &file.envelope.recipients[i];
+                        self.forward(&file, queued, &r, &transport_name).await
+                    }
                     s => s,
                 };
                 outcomes.push(Outcome {
@@ -786,6 +789,79 @@ impl Scheduler {
             .rename(id, QueueName::Active, QueueName::Deferred)
         {
             (self.log)("qmgr", &format!("warning: {id}: move to deferred: {e}"));
+        }
+    }
+
+    /// Queues the forwarded copy that `r` asks for: the original content
+    /// (arrival time, attributes and the original recipient kept, as
+    /// Postfix's local(8) forwards) with `r`'s header lines in front, to
+    /// `r`'s addresses. Delivered (`forwarded as ID`) once it is durable;
+    /// deferred when it cannot be queued, so that nothing is lost.
+    async fn forward(
+        &self,
+        file: &QueueFile,
+        queued: &QueuedRecipient,
+        r: &mta_core::delivery::Resubmission,
+        transport: &str,
+    ) -> DeliveryStatus {
+        let relay = Relay::Transport(transport.to_owned());
+        if r.recipients.is_empty() {
+            return DeliveryStatus::Delivered(StatusDetail::new(
+                EnhancedStatus::OK,
+                "alias expansion delivered nothing new",
+                relay,
+            ));
+        }
+        let Some((cleanup, _)) = &self.notices else {
+            return DeliveryStatus::Deferred(StatusDetail::new(
+                EnhancedStatus::parse("4.3.0").expect("valid"),
+                "cannot forward: no cleanup service",
+                relay,
+            ));
+        };
+        let sender = match &r.sender {
+            Some(ReversePath::Null) => String::new(),
+            Some(ReversePath::Mailbox(a)) => a.to_string(),
+            None => file.envelope.sender.clone(),
+        };
+        let recipients = r
+            .recipients
+            .iter()
+            .map(|a| {
+                let mut n = QueuedRecipient::new(a.to_string());
+                n.original = queued.original.clone();
+                n.orcpt = queued.orcpt.clone();
+                n.notify = queued.notify;
+                n
+            })
+            .collect();
+        let submission = Submission {
+            arrival: file.envelope.arrival,
+            sender,
+            recipients,
+            attributes: file.envelope.attributes.clone(),
+            context: Default::default(),
+            prepend: r.headers.clone(),
+            internal: true,
+        };
+        let queued = async {
+            let mut m = cleanup.begin(submission)?;
+            m.write(&file.content);
+            let q = m.finish().map_err(io::Error::other)?;
+            q.commit.await?;
+            Ok::<_, io::Error>(q.id)
+        };
+        match queued.await {
+            Ok(id) => DeliveryStatus::Delivered(StatusDetail::new(
+                EnhancedStatus::OK,
+                format!("forwarded as {id}"),
+                relay,
+            )),
+            Err(e) => DeliveryStatus::Deferred(StatusDetail::new(
+                EnhancedStatus::parse("4.3.0").expect("valid"),
+                format!("cannot forward: {e}"),
+                relay,
+            )),
         }
     }
 

@@ -279,6 +279,7 @@ impl Session {
                 helo: self.helo.clone(),
             },
             prepend: Vec::new(),
+            internal: false,
         };
         match self.service.cleanup.begin(submission) {
             Ok(mut m) => {
