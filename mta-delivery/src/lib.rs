@@ -18,8 +18,14 @@
 //! - [`discard`] and [`error`]: `discard(8)`, and `error(8)` with its
 //!   `retry` form.
 //!
-//! Not yet here: `local` (aliases, `.forward`, `mailbox_command`) and
-//! `pipe`. The agents do not schedule, retry, log or write
+//! - [`local`]: Postfix's `local(8)`: `alias_maps` (addresses, files,
+//!   commands, `:include:`, `owner-` aliases, nested local names),
+//!   `.forward`, `mailbox_command`, `home_mailbox`, the spool,
+//!   `luser_relay`; forwarded addresses come back as a resubmission.
+//! - [`pipe`]: Postfix's `pipe(8)`: a `master.cf` command with macros,
+//!   flags and `pipe(8)`'s exit-status rules.
+//!
+//! The agents do not schedule, retry, log or write
 //! bounces: the queue (`mta-queue`) does that with the results. They read
 //! no clock of their own: the time of delivery comes from a [`Clock`]
 //! the caller passes in.
@@ -82,6 +88,7 @@ mod content;
 pub mod discard;
 pub mod error;
 pub mod headers;
+pub mod local;
 pub mod mailbox;
 pub mod maildir;
 pub mod mbox;

@@ -255,3 +255,92 @@ mod tests {
         );
     }
 }
+
+/// Where a mailbox delivery writes: a maildir (a path ending in `/` in
+/// Postfix's tables and parameters) or an mbox file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Maildir(std::path::PathBuf),
+    Mbox(std::path::PathBuf),
+}
+
+impl Target {
+    /// A maildir when `path` ends in `/`, as Postfix reads
+    /// `home_mailbox`, `virtual_mailbox_maps` and alias `/file` targets.
+    pub(crate) fn from_path(path: std::path::PathBuf, text: &str) -> Target {
+        if text.ends_with('/') {
+            Target::Maildir(path)
+        } else {
+            Target::Mbox(path)
+        }
+    }
+
+    /// `maildir` or `mailbox`, for messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Target::Maildir(_) => "maildir",
+            Target::Mbox(_) => "mailbox",
+        }
+    }
+}
+
+/// The settings a mailbox write needs besides the message.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreOptions {
+    pub(crate) hostname: String,
+    pub(crate) size_limit: u64,
+    pub(crate) locks: Vec<crate::mbox::LockMethod>,
+    pub(crate) lock_attempts: u32,
+    pub(crate) lock_delay: std::time::Duration,
+    pub(crate) stale_lock_time: std::time::Duration,
+    /// Who gets new files (as root).
+    pub(crate) owner: Option<Owner>,
+    /// Set to abandon the write before the message becomes visible.
+    pub(crate) cancel: Option<Cancel>,
+}
+
+/// Writes one message into `target` (blocking: fsyncs), with `head` (the
+/// delivery headers) in front; the text says where it went.
+pub(crate) fn store(
+    target: &Target,
+    head: &[u8],
+    sender: &mta_core::address::ReversePath,
+    reader: impl std::io::Read,
+    now: std::time::SystemTime,
+    options: &StoreOptions,
+) -> Result<&'static str, MailboxError> {
+    let owner = options.owner;
+    let cancel = options.cancel.clone();
+    match target {
+        Target::Maildir(dir) => crate::maildir::Maildir::new(dir)
+            .deliver(
+                head,
+                reader,
+                now,
+                &crate::maildir::MaildirOptions {
+                    hostname: options.hostname.clone(),
+                    size_limit: options.size_limit,
+                    owner,
+                    cancel,
+                },
+            )
+            .map(|_| "delivered to maildir"),
+        Target::Mbox(file) => crate::mbox::Mbox::new(file)
+            .deliver(
+                sender,
+                head,
+                reader,
+                now,
+                &crate::mbox::MboxOptions {
+                    locks: options.locks.clone(),
+                    size_limit: options.size_limit,
+                    owner,
+                    lock_attempts: options.lock_attempts,
+                    lock_delay: options.lock_delay,
+                    stale_lock_time: options.stale_lock_time,
+                    cancel,
+                },
+            )
+            .map(|()| "delivered to mailbox"),
+    }
+}

@@ -44,9 +44,8 @@ use mta_maps::search::{SearchStyle, keys};
 
 use crate::Clock;
 use crate::headers::{DeliveryHeaders, delivered_to, has_delivered_to};
-use crate::mailbox::{Cancel, MailboxError, Owner};
-use crate::maildir::{Maildir, MaildirOptions};
-use crate::mbox::{LockMethod, Mbox, MboxOptions};
+use crate::mailbox::{Cancel, MailboxError, Owner, StoreOptions, Target, store};
+use crate::mbox::LockMethod;
 
 /// The configuration of the virtual agent: Postfix's `virtual_*`
 /// parameters, with the tables opened.
@@ -137,12 +136,6 @@ impl std::fmt::Debug for VirtualAgent {
             .field("relay", &self.relay)
             .finish_non_exhaustive()
     }
-}
-
-/// Where one recipient's mail goes, once the tables have answered.
-enum Target {
-    Maildir(PathBuf),
-    Mbox(PathBuf),
 }
 
 fn status(code: &str, text: impl Into<String>, relay: &Relay) -> StatusDetail {
@@ -268,11 +261,7 @@ impl VirtualAgent {
             )));
         }
         let path = config.mailbox_base.join(relative);
-        let target = if mailbox.ends_with('/') {
-            Target::Maildir(path)
-        } else {
-            Target::Mbox(path)
-        };
+        let target = Target::from_path(path, &mailbox);
         Ok((target, Owner { uid, gid }))
     }
 
@@ -313,43 +302,21 @@ impl VirtualAgent {
             }
             let reader = content.open().map_err(MailboxError::Content);
             let owner = config.set_owner.then_some(owner);
-            let written = reader.and_then(|reader| match &target {
-                Target::Maildir(dir) => Maildir::new(dir)
-                    .deliver(
-                        &headers.render(),
-                        reader,
-                        now,
-                        &MaildirOptions {
-                            hostname: config.hostname.clone(),
-                            size_limit: config.mailbox_limit,
-                            owner,
-                            cancel: Some(cancel),
-                        },
-                    )
-                    .map(|_| "delivered to maildir"),
-                Target::Mbox(file) => Mbox::new(file)
-                    .deliver(
-                        &sender,
-                        &headers.render(),
-                        reader,
-                        now,
-                        &MboxOptions {
-                            locks: config.mailbox_lock.clone(),
-                            size_limit: config.mailbox_limit,
-                            owner,
-                            lock_attempts: config.lock_attempts,
-                            lock_delay: config.lock_delay,
-                            stale_lock_time: config.stale_lock_time,
-                            cancel: Some(cancel),
-                        },
-                    )
-                    .map(|()| "delivered to mailbox"),
+            let options = StoreOptions {
+                hostname: config.hostname.clone(),
+                size_limit: config.mailbox_limit,
+                locks: config.mailbox_lock.clone(),
+                lock_attempts: config.lock_attempts,
+                lock_delay: config.lock_delay,
+                stale_lock_time: config.stale_lock_time,
+                owner,
+                cancel: Some(cancel),
+            };
+            let written = reader.and_then(|reader| {
+                store(&target, &headers.render(), &sender, reader, now, &options)
             });
             written.map_err(|e| {
-                let kind = match &target {
-                    Target::Maildir(_) => "maildir",
-                    Target::Mbox(_) => "mailbox",
-                };
+                let kind = target.kind();
                 let detail = StatusDetail::new(
                     e.dsn(),
                     format!("{kind} delivery failed: {e}"),

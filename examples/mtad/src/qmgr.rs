@@ -1,6 +1,6 @@
 //! The queue manager and the delivery transports of `master.cf`: each
-//! service whose program mtad runs inside itself (`virtual`, `smtp` and
-//! its `relay` clone, `lmtp`, `pipe`, `discard`, `error`) becomes a transport of the scheduler under its service name,
+//! service whose program mtad runs inside itself (`local`, `virtual`,
+//! `smtp` and its `relay` clone, `lmtp`, `pipe`, `discard`, `error`) becomes a transport of the scheduler under its service name,
 //! with `maxproc` as its process limit and its own
 //! `<service>_destination_*` parameters; `qmgr`, `cleanup`,
 //! `trivial-rewrite` and `bounce` are the scheduler, cleanup, its router
@@ -16,6 +16,7 @@ use mta_core::delivery::DeliveryAgent;
 use mta_core::dns::Resolver;
 use mta_delivery::discard::Discard;
 use mta_delivery::error::ErrorAgent;
+use mta_delivery::local::{LocalAgent, LocalConfig};
 use mta_delivery::pipe::{PipeAgent, PipeConfig};
 use mta_delivery::smtp::{SmtpAgent, SmtpConfig};
 use mta_delivery::virtual_agent::{VirtualAgent, VirtualConfig};
@@ -40,6 +41,7 @@ pub(crate) fn runs_inside(program: &str) -> bool {
             | "trivial-rewrite"
             | "bounce"
             | "virtual"
+            | "local"
             | "smtp"
             | "lmtp"
             | "pipe"
@@ -102,6 +104,10 @@ pub(crate) fn scheduler(
                 let mut vc = VirtualConfig::from_config(&svc_config, registry).map_err(fatal)?;
                 vc.set_owner = as_root;
                 Arc::new(VirtualAgent::new(vc, Arc::clone(&clock), name))
+            }
+            "local" => {
+                let local = LocalConfig::from_config(&svc_config, registry, name).map_err(fatal)?;
+                Arc::new(LocalAgent::new(local, Arc::clone(&clock)))
             }
             "smtp" | "lmtp" => {
                 let lmtp = program == "lmtp";

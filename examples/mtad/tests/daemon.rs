@@ -426,6 +426,63 @@ fn virtual_aliases_reach_their_mailboxes_once() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn local_aliases_forward_through_the_queue() {
+    // postmaster@mail.example.com is local (mydestination): aliases
+    // postmaster -> root -> alice@example.com, which the local agent
+    // resubmits; the new message reaches alice's virtual maildir.
+    let (dir, smtp, _) = site("local-aliases");
+    let daemon = start(&dir, smtp);
+    let (mut c, _) = Client::connect(smtp);
+    c.send("EHLO client.example.org");
+    let r = c.mail(
+        "carol@example.org",
+        &["postmaster@mail.example.com"],
+        "Subject: to the local postmaster\n\nhello\n",
+    );
+    let id = r
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{r}"))
+        .trim()
+        .to_string();
+    let alice = wait_for_messages(&dir.join("state/mail/example.com/alice/new"), 1);
+    // The forwarded copy: the local agent's Delivered-To for the alias,
+    // the virtual agent's for alice, the original recipient kept.
+    assert!(
+        alice[0].starts_with(
+            "Return-Path: <carol@example.org>\nX-Original-To: postmaster@mail.example.com\nDelivered-To: alice@example.com\nDelivered-To: postmaster@mail.example.com\nReceived: from client.example.org"
+        ),
+        "{}",
+        alice[0]
+    );
+    assert!(c.send("QUIT").starts_with("221"));
+    let pid = daemon.0.id();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+        let forwarded = log.lines().find_map(|l| {
+            l.split_once(&format!(
+                "postfix/local[{pid}]: {id}: to=<postmaster@mail.example.com>, relay=local, "
+            ))
+            .and_then(|(_, rest)| rest.split_once("status=sent (forwarded as "))
+            .map(|(_, new)| new.trim_end_matches(')').to_owned())
+        });
+        if let Some(new_id) = forwarded {
+            // The copy is a message of its own, delivered by virtual, and
+            // the original is gone.
+            assert!(
+                log.contains(&format!("{new_id}: to=<alice@example.com>, orig_to=<postmaster@mail.example.com>, relay=virtual")),
+                "{log}"
+            );
+            assert!(log.contains(&format!("{id}: removed")), "{log}");
+            break;
+        }
+        assert!(Instant::now() < until, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Sends message number `n` to bob@example.com on one connection; true
 /// when the server said 250 after the data. Any failure (the server was
 /// killed) is false.
