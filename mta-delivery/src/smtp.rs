@@ -39,8 +39,11 @@
 //! The agent honours the request's time limit: recipients undecided when
 //! it runs out are deferred.
 //!
+//! LMTP also goes to UNIX-domain sockets (`lmtp:unix:private/dovecot-lmtp`,
+//! relative to `queue_directory`), without TLS.
+//!
 //! What it does not do (yet): SASL client authentication, DANE and TLS
-//! policy tables, `XFORWARD`, LMTP over UNIX-domain sockets,
+//! policy tables, `XFORWARD`,
 //! `smtp_sender_dependent_authentication`, the EHLO-name loop check.
 //!
 //! # Example
@@ -68,6 +71,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,6 +138,9 @@ pub struct SmtpConfig {
     /// `smtp_connection_reuse_time_limit`: how long after it was opened a
     /// connection may take new messages.
     pub reuse_time_limit: Duration,
+    /// Where relative `unix:` LMTP socket paths start
+    /// (`queue_directory`).
+    pub socket_directory: PathBuf,
 }
 
 impl SmtpConfig {
@@ -156,6 +163,7 @@ impl SmtpConfig {
             preference: AddressPreference::Any,
             cache_time_limit: Duration::from_secs(2),
             reuse_time_limit: Duration::from_secs(300),
+            socket_directory: PathBuf::from("/"),
         }
     }
 
@@ -228,6 +236,7 @@ impl SmtpConfig {
         };
         out.cache_time_limit = config.time(&name("connection_cache_time_limit"))?;
         out.reuse_time_limit = config.time(&name("connection_reuse_time_limit"))?;
+        out.socket_directory = PathBuf::from(config.expanded("queue_directory")?);
         Ok(out)
     }
 }
@@ -254,15 +263,39 @@ pub struct Server {
     pub name: String,
     /// Where to connect.
     pub address: SocketAddr,
+    /// A UNIX-domain socket to connect to instead (`lmtp:unix:/path`);
+    /// `address` is then unused.
+    pub path: Option<PathBuf>,
 }
 
 impl Server {
-    /// The server as `relay=` names it: `name[address]:port`.
+    /// A server reached over TCP.
+    pub fn tcp(name: impl Into<String>, address: SocketAddr) -> Server {
+        Server {
+            name: name.into(),
+            address,
+            path: None,
+        }
+    }
+
+    /// The server as `relay=` names it: `name[address]:port`, or
+    /// `name[path]` for a UNIX-domain socket.
     pub fn relay(&self) -> Relay {
-        Relay::Host {
-            name: self.name.clone(),
-            address: self.address.ip(),
-            port: self.address.port(),
+        match &self.path {
+            Some(path) => Relay::Transport(format!("{}[{}]", self.name, path.display())),
+            None => Relay::Host {
+                name: self.name.clone(),
+                address: self.address.ip(),
+                port: self.address.port(),
+            },
+        }
+    }
+
+    /// `name[address]` or `name[path]`, as `host ... said:` names it.
+    fn peer(&self) -> String {
+        match &self.path {
+            Some(path) => format!("{}[{}]", self.name, path.display()),
+            None => format!("{}[{}]", self.name, self.address.ip()),
         }
     }
 }
@@ -370,6 +403,19 @@ impl SmtpAgent {
     /// a next hop that cannot be parsed (`4.3.5`, a configuration mistake
     /// to fix, not a reason to return mail).
     pub async fn servers(&self, nexthop: &str) -> Result<Vec<Server>, RouteFailure> {
+        if self.config.lmtp {
+            if let Some(path) = nexthop.trim().strip_prefix("unix:") {
+                // Relative to queue_directory, as Postfix's daemons run
+                // there: unix:private/dovecot-lmtp.
+                let path = self.config.socket_directory.join(path);
+                let name = self.connector.session_config().helo_name.clone();
+                return Ok(vec![Server {
+                    name,
+                    address: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    path: Some(path),
+                }]);
+            }
+        }
         let hop = parse_nexthop(nexthop, self.config.lmtp)?;
         let mut servers = self.hop_servers(&hop, nexthop).await;
         if self.config.fallback_relay.is_empty() {
@@ -407,10 +453,10 @@ impl SmtpAgent {
         };
         let name = match &hop.host {
             NextHopHost::Address(ip) => {
-                return Ok(vec![Server {
-                    name: ip.to_string(),
-                    address: SocketAddr::new(*ip, port),
-                }]);
+                return Ok(vec![Server::tcp(
+                    ip.to_string(),
+                    SocketAddr::new(*ip, port),
+                )]);
             }
             NextHopHost::Name(domain) => domain.as_str().to_ascii_lowercase(),
         };
@@ -435,10 +481,7 @@ impl SmtpAgent {
         }
         let addresses = self.addresses(&name).await?;
         for ip in addresses {
-            servers.push(Server {
-                name: name.clone(),
-                address: SocketAddr::new(ip, port),
-            });
+            servers.push(Server::tcp(name.clone(), SocketAddr::new(ip, port)));
         }
         self.limit(&mut servers);
         Ok(servers)
@@ -473,10 +516,7 @@ impl SmtpAgent {
                         }
                         servers.push((
                             record.preference,
-                            Server {
-                                name: host.clone(),
-                                address: SocketAddr::new(ip, port),
-                            },
+                            Server::tcp(host.clone(), SocketAddr::new(ip, port)),
                         ));
                     }
                 }
@@ -669,7 +709,11 @@ impl SmtpAgent {
         let count = servers.len();
         for (i, server) in servers.into_iter().enumerate() {
             let opened = Instant::now();
-            match self.connector.connect(server.address, &server.name).await {
+            let connected = match &server.path {
+                Some(path) => self.connector.connect_unix(path, &server.name).await,
+                None => self.connector.connect(server.address, &server.name).await,
+            };
+            match connected {
                 Ok(connection) => {
                     sessions += 1;
                     let final_server = i + 1 == count
@@ -753,7 +797,7 @@ impl SmtpAgent {
         let failure = connection.failure().map(|f| f.message.clone());
         let mut retry = Vec::new();
         for (recipient, o) in pending.into_iter().zip(outcome.recipients) {
-            let text = outcome_text(&o, &server_peer(&server), failure.as_deref());
+            let text = outcome_text(&o, &server.peer(), failure.as_deref());
             let detail = detail_of(&o.reply, text, relay.clone(), !o.by_client);
             match o.verdict {
                 Verdict::Delivered => {
@@ -773,10 +817,6 @@ impl SmtpAgent {
             .await;
         retry
     }
-}
-
-fn server_peer(server: &Server) -> String {
-    format!("{}[{}]", server.name, server.address.ip())
 }
 
 /// Postfix's status text for one recipient.
@@ -816,18 +856,10 @@ fn detail_of(reply: &Reply, text: String, relay: Relay, remote: bool) -> StatusD
 }
 
 /// The next hop as the agent reads it: transport(5) forms, and for LMTP
-/// also `inet:host:port`. UNIX-domain LMTP is refused with a deferral.
+/// also `inet:host:port` (`unix:` is handled before).
 fn parse_nexthop(nexthop: &str, lmtp: bool) -> Result<NextHop, RouteFailure> {
     let mut text = nexthop.trim();
     if lmtp {
-        if text.starts_with("unix:") {
-            return Err(RouteFailure::new(
-                StatusClass::PersistentTransient,
-                3,
-                5,
-                format!("LMTP over UNIX-domain sockets is not supported: \"{text}\""),
-            ));
-        }
         text = text.strip_prefix("inet:").unwrap_or(text);
     }
     // lmtp(8) also takes a bare address, `inet:127.0.0.1:24`.
@@ -1151,8 +1183,15 @@ mod tests {
         assert_eq!(names(&servers), ["192.0.2.42/192.0.2.42:2424"]);
         let servers = block_on(a.servers("192.0.2.43")).unwrap();
         assert_eq!(names(&servers), ["192.0.2.43/192.0.2.43:24"]);
-        let e = block_on(a.servers("unix:private/dovecot-lmtp")).unwrap_err();
-        assert_eq!(e.dsn.to_string(), "4.3.5");
+        let servers = block_on(a.servers("unix:private/dovecot-lmtp")).unwrap();
+        assert_eq!(
+            servers[0].path.as_deref(),
+            Some(std::path::Path::new("/private/dovecot-lmtp"))
+        );
+        assert_eq!(
+            servers[0].relay().to_string(),
+            "mail.example.com[/private/dovecot-lmtp]"
+        );
     }
 
     #[test]

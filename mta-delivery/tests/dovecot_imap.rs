@@ -359,6 +359,35 @@ async fn dovecot_takes_mail_over_lmtp_with_a_result_per_recipient() {
         nobody.text
     );
 
+    // Dovecot's own UNIX-domain LMTP socket (lmtp:unix:/path) works the
+    // same.
+    let socket = dir.join("run/lmtp");
+    let body = "Subject: over the socket\nFrom: bob@example.org\n\nmessage 1\n".to_owned();
+    let envelope = Envelope::new(
+        QueueId::from_parts(1_764_786_132, 0, 10),
+        ReversePath::Mailbox("bob@example.org".parse().unwrap()),
+        SystemTime::now(),
+        body.len() as u64,
+    );
+    let request = DeliveryRequest::new(
+        envelope,
+        vec![Recipient::new("alice@example.com".parse().unwrap(), 1)],
+        format!("unix:{}", socket.display()),
+        Duration::from_secs(30),
+        Arc::new(MemoryContent::new(body.into_bytes())),
+    );
+    let report = agent.deliver(request).await;
+    let alice = report.results[0].status.detail().unwrap();
+    assert_eq!(
+        report.results[0].status.status_word(),
+        Some("sent"),
+        "{report:?}"
+    );
+    assert_eq!(
+        alice.relay.to_string(),
+        format!("mail.example.com[{}]", socket.display())
+    );
+
     // What LMTP stored, IMAP reads.
     let out = Command::new("python3")
         .args(["-c", IMAP_CLIENT, &imap.to_string()])
@@ -371,8 +400,9 @@ async fn dovecot_takes_mail_over_lmtp_with_a_result_per_recipient() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "EXISTS 1", "{text}");
+    assert_eq!(lines[0], "EXISTS 2", "{text}");
     assert!(lines[1].contains(" over lmtp "), "{text}");
+    assert!(lines[2].contains(" over the socket "), "{text}");
     drop(dovecot);
     std::fs::remove_dir_all(&dir).unwrap();
 }

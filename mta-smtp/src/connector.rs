@@ -108,7 +108,7 @@ use mta_core::config::{Config, ConfigError};
 use mta_core::reply::{Reply, ReplyCode};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -431,13 +431,65 @@ impl Connector {
             message: format!("connect to {}: {}", config.peer_name, describe(&e)),
             kind: e.kind(),
         })?;
+        tracing::debug!("connected to {} from {local}", config.peer_name);
+        self.open_session(
+            Stream::Plain(stream),
+            Some(addr),
+            Some(local),
+            server_name,
+            config,
+            tls,
+        )
+        .await
+    }
+
+    /// Connects to the LMTP (or SMTP) server on the UNIX-domain socket
+    /// `path` (Postfix's `lmtp:unix:/path`), which Postfix names
+    /// `server_name[path]` in messages, and drives the session until it is
+    /// ready. No TLS is used on a local socket.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConnectError`], as for [`Connector::connect`].
+    pub async fn connect_unix(
+        &self,
+        path: &std::path::Path,
+        server_name: &str,
+    ) -> Result<Connection, ConnectError> {
+        let mut config = self.session.clone();
+        config.peer_name = format!("{server_name}[{}]", path.display());
+        config.tls = TlsMode::Never;
+        let connecting = UnixStream::connect(path);
+        let stream = match self.connect_timeout {
+            t if t.is_zero() => connecting.await,
+            t => tokio::time::timeout(t, connecting)
+                .await
+                .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut))),
+        }
+        .map_err(|e| ConnectError::Connect {
+            message: format!("connect to {}: {}", config.peer_name, describe(&e)),
+            kind: e.kind(),
+        })?;
+        self.open_session(Stream::Unix(stream), None, None, server_name, config, None)
+            .await
+    }
+
+    /// Runs the greeting, EHLO and STARTTLS on a connected socket.
+    async fn open_session(
+        &self,
+        io: Stream,
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        server_name: &str,
+        config: ClientConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Connection, ConnectError> {
         let peer_name = config.peer_name.clone();
         let starttls_timeout = config.timeouts.starttls;
-        tracing::debug!("connected to {peer_name} from {local}");
         let mut conn = Connection {
-            io: Stream::Plain(stream),
+            io,
             session: ClientSession::new(config, Instant::now()),
-            peer: addr,
+            peer,
             local,
             peer_name,
             capabilities: Capabilities::default(),
@@ -547,8 +599,8 @@ enum Wake {
 pub struct Connection {
     io: Stream,
     session: ClientSession,
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
     peer_name: String,
     capabilities: Capabilities,
     greeting: Option<Reply>,
@@ -586,13 +638,13 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// The server's address.
-    pub fn peer_addr(&self) -> SocketAddr {
+    /// The server's address; `None` for a UNIX-domain socket.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
     }
 
-    /// Our end of the connection.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// Our end of the connection; `None` for a UNIX-domain socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local
     }
 

@@ -612,7 +612,7 @@ async fn bind_address_is_the_source() {
     let server = TestServer::start(ServerConfig::new("mx.test"), None, Policy::new()).await;
     let connector = client().with_bind_address("127.0.0.2".parse().unwrap());
     let mut conn = connector.connect(server.addr, "localhost").await.unwrap();
-    assert_eq!(conn.local_addr().ip().to_string(), "127.0.0.2");
+    assert_eq!(conn.local_addr().unwrap().ip().to_string(), "127.0.0.2");
     let r = conn.deliver(tx(&["a@example.com"]), CONTENT).await;
     assert_eq!(r.recipients[0].verdict, Verdict::Delivered);
     conn.quit().await;
