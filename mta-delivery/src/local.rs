@@ -15,12 +15,13 @@
 //!    problems go to the list owner. A table that cannot answer defers.
 //! 3. Otherwise the account must exist (`getpwnam` of the local part
 //!    without its extension): an unknown one goes to `luser_relay` when
-//!    that is set, or bounces `5.1.1 unknown user: "name"`.
+//!    that is set (or `fallback_transport` first), or bounces `5.1.1
+//!    unknown user: "name"`.
 //! 4. The first `forward_path` file that exists (`$home/.forward+ext`,
 //!    then `$home/.forward`) is expanded like an alias, as the user.
 //!    An entry naming the user itself (`\user` or `user`) means the
 //!    user's own mailbox.
-//! 5. The mailbox: `mailbox_command` (through `/bin/sh -c`, or
+//! 5. The mailbox: `mailbox_transport`, or `mailbox_command` (through `/bin/sh -c`, or
 //!    `local_command_shell`, as the user, with `HOME`, `USER`, `LOGNAME`,
 //!    `SHELL`, `LOCAL`, `EXTENSION`, `DOMAIN`, `RECIPIENT`, `SENDER`,
 //!    `ORIGINAL_RECIPIENT` set), else `$home/$home_mailbox` (a maildir
@@ -35,11 +36,16 @@
 //! Simplifications, said here so that nobody is surprised: an alias that
 //! expands to several destinations gets one status: a failure of any
 //! file or command delivery defers (or bounces) the whole alias, and on a
-//! retry the destinations that had worked see the message again.
-//! `mailbox_transport` and `fallback_transport` are not supported (route
-//! such mail with `transport_maps` or `local_transport` instead);
-//! `expand_owner_alias`, `command_expansion_filter` and the
-//! `local_*_header` switches are not read.
+//! retry the destinations that had worked see the message again. Not
+//! read: `mailbox_transport_maps`, `fallback_transport_maps`,
+//! `mailbox_command_maps`, `expand_owner_alias`,
+//! `command_expansion_filter` and the `local_*_header` switches.
+//!
+//! `mailbox_transport` (after aliases and `.forward`, instead of the
+//! mailbox) and `fallback_transport` (for unknown users, before
+//! `luser_relay`) hand the recipient to another transport, such as
+//! `lmtp:unix:private/dovecot-lmtp`, when the caller gives the agent its
+//! transports ([`LocalAgent::with_transports`]).
 //!
 //! # Example
 //!
@@ -150,6 +156,10 @@ pub struct LocalConfig {
     pub mail_spool_directory: PathBuf,
     /// `luser_relay`, with its macros; empty for none.
     pub luser_relay: String,
+    /// `mailbox_transport` (`transport:nexthop`); empty for none.
+    pub mailbox_transport: String,
+    /// `fallback_transport`; empty for none.
+    pub fallback_transport: String,
     /// `mailbox_size_limit`; 0 for none.
     pub mailbox_size_limit: u64,
     /// `mailbox_delivery_lock`.
@@ -247,6 +257,8 @@ impl LocalConfig {
             home_mailbox: config.expanded("home_mailbox")?.trim().to_owned(),
             mail_spool_directory: PathBuf::from(config.expanded("mail_spool_directory")?.trim()),
             luser_relay: raw("luser_relay").trim().to_owned(),
+            mailbox_transport: config.expanded("mailbox_transport")?.trim().to_owned(),
+            fallback_transport: config.expanded("fallback_transport")?.trim().to_owned(),
             mailbox_size_limit: u64::try_from(config.integer("mailbox_size_limit")?).unwrap_or(0),
             locks,
             lock_attempts: u32::try_from(config.integer("deliver_lock_attempts")?.max(1))
@@ -311,11 +323,16 @@ struct Facts {
     original: String,
 }
 
+/// Finds a delivery agent by its `master.cf` service name, for
+/// `mailbox_transport` and `fallback_transport`.
+pub type TransportLookup = Arc<dyn Fn(&str) -> Option<Arc<dyn DeliveryAgent>> + Send + Sync>;
+
 /// The `local` delivery agent. See the module documentation.
 pub struct LocalAgent {
     config: Arc<LocalConfig>,
     clock: Clock,
     relay: Relay,
+    transports: Option<TransportLookup>,
 }
 
 fn status(code: &str, text: impl Into<String>, relay: &Relay) -> StatusDetail {
@@ -381,6 +398,55 @@ impl LocalAgent {
             config: Arc::new(config),
             clock,
             relay,
+            transports: None,
+        }
+    }
+
+    /// Lets `mailbox_transport` and `fallback_transport` hand recipients
+    /// to the other transports that `lookup` finds.
+    pub fn with_transports(mut self, lookup: TransportLookup) -> LocalAgent {
+        self.transports = Some(lookup);
+        self
+    }
+
+    /// Hands `rcpt` to the transport of `spec` (`transport:nexthop`,
+    /// the nexthop defaulting to the recipient's domain), as local(8)
+    /// passes mail to `mailbox_transport` and `fallback_transport`.
+    async fn hand_over(
+        &self,
+        request: &DeliveryRequest,
+        rcpt: &Recipient,
+        facts: &Facts,
+        spec: &str,
+    ) -> DeliveryStatus {
+        let (transport, nexthop) = match spec.split_once(':') {
+            Some((t, n)) => (t, n),
+            None => (spec, ""),
+        };
+        let nexthop = if nexthop.is_empty() {
+            facts.domain.clone()
+        } else {
+            nexthop.to_owned()
+        };
+        let agent = self.transports.as_ref().and_then(|find| find(transport));
+        let Some(agent) = agent else {
+            return DeliveryStatus::Deferred(status(
+                "4.3.0",
+                format!("mail transport unavailable: {transport} is not running"),
+                &self.relay,
+            ));
+        };
+        let mut handed = request.clone();
+        handed.recipients = vec![rcpt.clone()];
+        handed.nexthop = nexthop;
+        let mut report = agent.deliver(handed).await;
+        match report.results.pop() {
+            Some(result) => result.status,
+            None => DeliveryStatus::Deferred(status(
+                "4.3.0",
+                format!("{transport} gave no result"),
+                &self.relay,
+            )),
         }
     }
 
@@ -541,6 +607,10 @@ impl LocalAgent {
 
         let account = match self.account(&facts.user) {
             Ok(Some(a)) => a,
+            Ok(None) if !self.config.fallback_transport.is_empty() => {
+                let spec = self.config.fallback_transport.clone();
+                return self.hand_over(request, rcpt, facts, &spec).await;
+            }
             Ok(None) => return self.unknown(facts),
             Err(e) => {
                 return DeliveryStatus::Deferred(status(
@@ -847,6 +917,10 @@ impl LocalAgent {
         account: &Account,
     ) -> DeliveryStatus {
         let run_as = self.config.as_root.then_some((account.uid, account.gid));
+        if !self.config.mailbox_transport.is_empty() {
+            let spec = self.config.mailbox_transport.clone();
+            return self.hand_over(request, rcpt, facts, &spec).await;
+        }
         if !self.config.mailbox_command.is_empty() {
             let cmd = expand_macros(&self.config.mailbox_command, &|n| {
                 self.macro_value(facts, Some(account), n)

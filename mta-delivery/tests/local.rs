@@ -15,7 +15,7 @@ use mta_core::delivery::{
     DeliveryAgent, DeliveryRequest, DeliveryStatus, Envelope, MemoryContent, Recipient,
 };
 use mta_core::queue_id::QueueId;
-use mta_delivery::local::{LocalAgent, LocalConfig};
+use mta_delivery::local::{LocalAgent, LocalConfig, TransportLookup};
 use mta_maps::registry::{OpenContext, Registry};
 
 /// The account the tests deliver to: nobody as root, else the caller.
@@ -42,6 +42,11 @@ impl Drop for Site {
 }
 
 fn site(name: &str, extra: &str) -> Site {
+    site_with(name, extra, None)
+}
+
+/// The site, its agent finding other transports through `transports`.
+fn site_with(name: &str, extra: &str, transports: Option<TransportLookup>) -> Site {
     let dir = std::env::temp_dir().join(format!("mta-local-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for d in ["spool", "forward", "out"] {
@@ -90,10 +95,11 @@ fn site(name: &str, extra: &str) -> Site {
     let local = LocalConfig::from_config(&config, &Registry::new(OpenContext::default()), "local")
         .expect("local config");
     let when = UNIX_EPOCH + Duration::from_secs(1_764_786_132);
-    Site {
-        dir,
-        agent: LocalAgent::new(local, Arc::new(move || when)),
+    let mut agent = LocalAgent::new(local, Arc::new(move || when));
+    if let Some(t) = transports {
+        agent = agent.with_transports(t);
     }
+    Site { dir, agent }
 }
 
 const MESSAGE: &[u8] = b"Subject: hello\nFrom: bob@example.org\n\nHi.\n";
@@ -297,4 +303,76 @@ fn unknown_users_loops_and_luser_relay() {
     let relay = site("luser", "luser_relay = catchall+$user@example.net\n");
     let status = deliver(&relay, "nosuch@mail.example.com", MESSAGE);
     assert_eq!(resubmitted(&status).0, ["catchall+nosuch@example.net"]);
+}
+
+/// A transport that records what it is given and delivers it.
+struct Recording(std::sync::Mutex<Vec<(String, String)>>);
+
+impl DeliveryAgent for Recording {
+    fn deliver(&self, request: DeliveryRequest) -> mta_core::delivery::DeliveryFuture<'_> {
+        Box::pin(async move {
+            let mut seen = self.0.lock().unwrap();
+            for r in &request.recipients {
+                seen.push((r.address.to_string(), request.nexthop.clone()));
+            }
+            let status = DeliveryStatus::Delivered(mta_core::delivery::StatusDetail::new(
+                "2.0.0".parse().unwrap(),
+                "delivered over lmtp",
+                mta_core::delivery::Relay::Transport("lmtp".into()),
+            ));
+            mta_core::delivery::DeliveryReport::uniform(&request.recipients, &status)
+        })
+    }
+}
+
+#[test]
+fn mailbox_and_fallback_transports_hand_mail_over() {
+    let user = account();
+    let recorder = Arc::new(Recording(Default::default()));
+    let found: Arc<dyn DeliveryAgent> = recorder.clone();
+    let s = site_with(
+        "transports",
+        "mailbox_transport = lmtp:unix:private/dovecot-lmtp\nfallback_transport = lmtp:[127.0.0.1]:24\n",
+        Some(Arc::new(move |name: &str| {
+            (name == "lmtp").then(|| Arc::clone(&found))
+        })),
+    );
+    // A known user's mailbox is the LMTP server's; aliases still apply.
+    let status = deliver(&s, &format!("{user}@mail.example.com"), MESSAGE);
+    assert_eq!(text(&status), "delivered over lmtp");
+    let status = deliver(&s, "nosuch@mail.example.com", MESSAGE);
+    assert_eq!(text(&status), "delivered over lmtp");
+    assert!(matches!(
+        deliver(&s, "list@mail.example.com", MESSAGE),
+        DeliveryStatus::Resubmit(_)
+    ));
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [
+            (
+                format!("{user}@mail.example.com"),
+                "unix:private/dovecot-lmtp".to_owned()
+            ),
+            (
+                "nosuch@mail.example.com".to_owned(),
+                "[127.0.0.1]:24".to_owned()
+            ),
+        ]
+    );
+    assert!(
+        !s.dir.join("spool").join(&user).exists(),
+        "no spool delivery"
+    );
+
+    // Without the transport running, the mail waits.
+    let waiting = site(
+        "no-transport",
+        "mailbox_transport = lmtp:unix:private/dovecot-lmtp\n",
+    );
+    let status = deliver(&waiting, &format!("{user}@mail.example.com"), MESSAGE);
+    assert!(matches!(status, DeliveryStatus::Deferred(_)));
+    assert_eq!(
+        text(&status),
+        "mail transport unavailable: lmtp is not running"
+    );
 }

@@ -7,7 +7,7 @@
 //! and its notices.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use mta_core::config::Config;
@@ -92,6 +92,7 @@ pub(crate) fn scheduler(
     // As root, mailboxes are given to their owners (virtual_uid_maps).
     let as_root = nix::unistd::geteuid().is_root();
     let mut transports = HashMap::new();
+    let agents: Arc<OnceLock<HashMap<String, Arc<dyn DeliveryAgent>>>> = Arc::default();
     for service in master.effective_services() {
         let program = service.command().program();
         if !runs_inside(program) {
@@ -107,7 +108,14 @@ pub(crate) fn scheduler(
             }
             "local" => {
                 let local = LocalConfig::from_config(&svc_config, registry, name).map_err(fatal)?;
-                Arc::new(LocalAgent::new(local, Arc::clone(&clock)))
+                // mailbox_transport and fallback_transport name other
+                // services, known once all are built.
+                let others = Arc::clone(&agents);
+                Arc::new(
+                    LocalAgent::new(local, Arc::clone(&clock)).with_transports(Arc::new(
+                        move |name: &str| others.get()?.get(name).cloned(),
+                    )),
+                )
             }
             "smtp" | "lmtp" => {
                 let lmtp = program == "lmtp";
@@ -182,6 +190,12 @@ pub(crate) fn scheduler(
         );
         master_log.info(&format!("service {name}: {program} delivery agent started"));
     }
+    let _ = agents.set(
+        transports
+            .iter()
+            .map(|(name, t): (&String, &Transport)| (name.clone(), Arc::clone(&t.agent)))
+            .collect(),
+    );
     let time = |name: &str| config.time(name).map_err(fatal);
     let scheduler_config = SchedulerConfig {
         minimal_backoff_time: time("minimal_backoff_time")?,
