@@ -929,12 +929,7 @@ impl LocalAgent {
                 .command(request, rcpt, facts, Some(account), run_as, &cmd)
                 .await;
         }
-        let target = if self.config.home_mailbox.is_empty() {
-            Target::Mbox(self.config.mail_spool_directory.join(&account.name))
-        } else {
-            let relative = self.config.home_mailbox.trim_start_matches('/');
-            Target::from_path(account.home.join(relative), &self.config.home_mailbox)
-        };
+        let target = mailbox_target(&self.config, account);
         self.write(request, rcpt, &target, run_as).await
     }
 
@@ -1059,6 +1054,18 @@ impl LocalAgent {
     }
 }
 
+/// The mailbox file or maildir of `account`: `$home/$home_mailbox` (a
+/// maildir when it ends in `/`), else the spool file named after the
+/// account.
+fn mailbox_target(config: &LocalConfig, account: &Account) -> Target {
+    if config.home_mailbox.is_empty() {
+        Target::Mbox(config.mail_spool_directory.join(&account.name))
+    } else {
+        let relative = config.home_mailbox.trim_start_matches('/');
+        Target::from_path(account.home.join(relative), &config.home_mailbox)
+    }
+}
+
 /// `address` with `+ext` added to its local part, unless it already has
 /// an extension.
 fn with_extension(address: &MailAddress, delimiter: &RecipientDelimiter, ext: &str) -> MailAddress {
@@ -1132,6 +1139,43 @@ mod tests {
         assert_eq!(expand_macros("${extension?+$extension}x", &v), "x");
         assert_eq!(expand_macros("${extension:none}-$user", &v), "none-joe");
         assert_eq!(expand_macros("$$5 ${broken", &v), "$5 ${broken");
+    }
+
+    #[test]
+    fn home_mailbox_or_spool() {
+        let config = |extra: &str| {
+            let c = Config::parse(
+                &format!("alias_maps =\nmail_spool_directory = /var/spool/mail\n{extra}"),
+                "main.cf",
+                mta_core::config::HostFacts::default(),
+            )
+            .unwrap();
+            LocalConfig::from_config(
+                &c,
+                &Registry::new(mta_maps::registry::OpenContext::default()),
+                "local",
+            )
+            .unwrap()
+        };
+        let joe = Account {
+            name: "joe".into(),
+            uid: 1000,
+            gid: 1000,
+            home: PathBuf::from("/home/joe"),
+            shell: "/bin/sh".into(),
+        };
+        assert_eq!(
+            mailbox_target(&config(""), &joe),
+            Target::Mbox("/var/spool/mail/joe".into())
+        );
+        assert_eq!(
+            mailbox_target(&config("home_mailbox = Maildir/\n"), &joe),
+            Target::Maildir("/home/joe/Maildir/".into())
+        );
+        assert_eq!(
+            mailbox_target(&config("home_mailbox = Mailbox\n"), &joe),
+            Target::Mbox("/home/joe/Mailbox".into())
+        );
     }
 
     #[test]

@@ -376,3 +376,39 @@ fn mailbox_and_fallback_transports_hand_mail_over() {
         "mail transport unavailable: lmtp is not running"
     );
 }
+
+#[test]
+fn procmail_as_mailbox_command() {
+    if !Path::new("/usr/bin/procmail").exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("procmail is not installed: CI must install it");
+        }
+        eprintln!("skipped: procmail is not installed");
+        return;
+    }
+    let d = std::env::temp_dir().join(format!("mta-local-procmail-{}", std::process::id()));
+    // The book's setup: procmail as every user's mailbox command, with
+    // the extension as its argument; here filing into a maildir.
+    let s = site(
+        "procmail",
+        &format!(
+            "mailbox_command = /usr/bin/procmail -a \"$EXTENSION\" DEFAULT={}/out/$user/\n",
+            d.display()
+        ),
+    );
+    let user = account();
+    let status = deliver(&s, &format!("{user}+work@mail.example.com"), MESSAGE);
+    assert!(matches!(status, DeliveryStatus::Delivered(_)), "{status:?}");
+    let new = s.dir.join("out").join(&user).join("new");
+    let files: Vec<_> = std::fs::read_dir(&new)
+        .unwrap_or_else(|e| panic!("{}: {e}", new.display()))
+        .collect();
+    assert_eq!(files.len(), 1);
+    let got = read(&files[0].as_ref().unwrap().path());
+    assert!(
+        got.contains(&format!(
+            "Delivered-To: {user}+work@mail.example.com\nSubject: hello\n"
+        )),
+        "{got}"
+    );
+}
