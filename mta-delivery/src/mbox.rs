@@ -121,6 +121,33 @@ impl Default for MboxOptions {
     }
 }
 
+/// The mailboxes this process is appending to right now.
+static APPENDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+static APPENDED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// One delivery at a time to a mailbox path within this process, held
+/// until dropped.
+struct InProcess(PathBuf);
+
+impl InProcess {
+    fn acquire(path: &Path) -> InProcess {
+        let mut busy = APPENDING.lock().unwrap_or_else(|e| e.into_inner());
+        while busy.iter().any(|p| p == path) {
+            busy = APPENDED.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        busy.push(path.to_path_buf());
+        InProcess(path.to_path_buf())
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let mut busy = APPENDING.lock().unwrap_or_else(|e| e.into_inner());
+        busy.retain(|p| p != &self.0);
+        APPENDED.notify_all();
+    }
+}
+
 /// A mailbox file, by its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mbox {
@@ -185,6 +212,9 @@ impl Mbox {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             make_dirs(parent, options.owner)?;
         }
+        // fcntl(2) locks belong to the process: they keep other programs
+        // out, not this program's other delivery threads.
+        let _mine = InProcess::acquire(&self.path);
         let _dotlock = if options.locks.contains(&LockMethod::Dotlock) {
             Some(self.dotlock(options)?)
         } else {
@@ -473,6 +503,36 @@ mod tests {
         .unwrap();
         assert!(!dir.join("box.lock").exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn deliveries_from_one_process_take_turns() {
+        // fcntl(2) would let a second thread of this process in at once;
+        // the in-process lock makes it wait for the first delivery.
+        let dir = scratch("turns");
+        let path = dir.join("alice");
+        let held = InProcess::acquire(&path);
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let options = MboxOptions {
+                    locks: vec![LockMethod::Fcntl],
+                    ..quick()
+                };
+                Mbox::new(&path).deliver(
+                    &ReversePath::Null,
+                    b"",
+                    &b"A: 1\n\nx\n"[..],
+                    UNIX_EPOCH,
+                    &options,
+                )
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!path.exists(), "the second delivery did not wait");
+        drop(held);
+        writer.join().unwrap().unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\nx\n"));
     }
 
     #[test]
