@@ -72,7 +72,12 @@ fn ours(dir: &Path, body: &[u8]) {
         cancel: None,
     };
     Maildir::new(dir)
-        .deliver(b"Return-Path: <bob@example.org>\n", body, SystemTime::now(), &options)
+        .deliver(
+            b"Return-Path: <bob@example.org>\n",
+            body,
+            SystemTime::now(),
+            &options,
+        )
         .unwrap();
 }
 

@@ -75,6 +75,12 @@ pub struct Submission {
     /// cleanup leaves internal mail alone (its checks ran when the
     /// original arrived).
     pub internal: bool,
+    /// `receive_override_options = no_address_mappings`: no
+    /// `virtual_alias_maps` expansion here (it happens after a content
+    /// filter gives the message back).
+    pub no_address_mappings: bool,
+    /// `receive_override_options = no_header_body_checks`.
+    pub no_header_body_checks: bool,
 }
 
 /// Why a message was not queued.
@@ -200,8 +206,10 @@ impl Cleanup {
     /// error's inner error): the client is told to try again.
     pub fn begin(&self, submission: Submission) -> io::Result<CleanupMessage> {
         let recipients = match &self.aliases {
-            Some(a) => a.expand(submission.recipients).map_err(io::Error::other)?,
-            None => submission.recipients,
+            Some(a) if !submission.no_address_mappings => {
+                a.expand(submission.recipients).map_err(io::Error::other)?
+            }
+            _ => submission.recipients,
         };
         let id = {
             let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
@@ -226,7 +234,7 @@ impl Cleanup {
             queue_manager: self.queue_manager.clone(),
             writer: Some(writer),
             filter: Some(ContentFilter::shared(
-                if submission.internal {
+                if submission.internal || submission.no_header_body_checks {
                     Arc::new(ContentTables::default())
                 } else {
                     Arc::clone(&self.tables)
@@ -300,8 +308,16 @@ impl CleanupMessage {
             self.remove();
             return Err(CleanupError::Io(e));
         }
-        let writer = self.writer.take().expect("finish once");
+        let mut writer = self.writer.take().expect("finish once");
         let size = writer.content_size();
+        // FILTER from header_checks or body_checks: this message goes
+        // through that content filter instead of content_filter's.
+        if let Some(filter) = &verdict.filter {
+            if let Err(e) = writer.trailing_attribute("content_filter", filter) {
+                self.remove();
+                return Err(CleanupError::Io(e));
+            }
+        }
         let file = match writer.finish() {
             Ok(f) => f,
             Err(e) => {
@@ -415,6 +431,8 @@ mod tests {
             context: MessageContext::default(),
             prepend: vec!["Received: from x (unknown [192.0.2.1])\r\n\tby mx with ESMTP".into()],
             internal: false,
+            no_address_mappings: false,
+            no_header_body_checks: false,
         }
     }
 
@@ -465,6 +483,28 @@ mod tests {
         assert!(crate::store::is_ready(
             &cleanup.queue().path(QueueName::Hold, &q.id)
         ));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_filter_action_routes_the_message_through_that_filter() {
+        let (cleanup, root) = setup(
+            "filter",
+            "/^Subject: scan me/ FILTER scan:[127.0.0.1]:10027\n",
+        );
+        let mut sub = submission();
+        sub.attributes
+            .push(("content_filter".into(), "smtp:[127.0.0.1]:10025".into()));
+        let mut m = cleanup.begin(sub).unwrap();
+        m.write(b"Subject: scan me\r\n\r\nx\r\n");
+        let q = m.finish().unwrap();
+        q.commit.wait().unwrap();
+        let file = QueueFile::read(&cleanup.queue().path(QueueName::Incoming, &q.id)).unwrap();
+        assert_eq!(
+            file.envelope.attribute("content_filter"),
+            Some("scan:[127.0.0.1]:10027"),
+            "FILTER overrides content_filter"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -16,6 +16,7 @@
 //! | `D` | the same record once the recipient is done | |
 //! | `M` | start of content, empty | once |
 //! | `C` | a piece of content, bytes as received, CR LF line ends | any number |
+//! | `A` | an attribute decided while the content was read; overrides an earlier one | any number, after the content |
 //! | `E` | end: content size u64 LE, CRC-32 u32 LE | once, last |
 //!
 //! The `E` record is written last, so a file cut short by a crash has
@@ -162,10 +163,12 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// The value of attribute `name`, if present.
+    /// The value of attribute `name`, if present; the last one when the
+    /// file has several (a trailing attribute overrides).
     pub fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes
             .iter()
+            .rev()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
@@ -300,6 +303,18 @@ impl QueueFileWriter {
         Ok(())
     }
 
+    /// Adds an attribute after the content, for what was decided while
+    /// the content was read (the `content_filter` of a `FILTER` action).
+    /// Readers let it override an earlier attribute of the same name. No
+    /// content may follow.
+    ///
+    /// # Errors
+    ///
+    /// Writing the file.
+    pub fn trailing_attribute(&mut self, name: &str, value: &str) -> io::Result<()> {
+        self.record(kind::ATTRIBUTE, format!("{name}={value}").as_bytes())
+    }
+
     /// The content size so far.
     pub fn content_size(&self) -> u64 {
         self.content_size
@@ -426,6 +441,7 @@ impl QueueFile {
         let mut attributes = Vec::new();
         let mut recipients: Vec<Recipient> = Vec::new();
         let mut content: Option<Vec<u8>> = None;
+        let mut trailer = false;
         loop {
             let offset = pos as u64;
             let bad = |what| QueueFileError::BadRecord { offset, what };
@@ -476,7 +492,18 @@ impl QueueFile {
             crc.update(&data[pos + 1..pos + 5 + len]);
             let text = || String::from_utf8(payload.to_vec()).map_err(|_| bad("text is not UTF-8"));
             match (kind, &mut content) {
+                (kind::CONTENT, Some(_)) if trailer => {
+                    return Err(bad("content after a trailing attribute"));
+                }
                 (kind::CONTENT, Some(c)) => c.extend_from_slice(payload),
+                // Decided while the content was read (a FILTER from
+                // header_checks): overrides an earlier one of the name.
+                (kind::ATTRIBUTE, Some(_)) => {
+                    let t = text()?;
+                    let (n, v) = t.split_once('=').ok_or(bad("attribute without ="))?;
+                    attributes.push((n.to_string(), v.to_string()));
+                    trailer = true;
+                }
                 (_, Some(_)) => return Err(bad("envelope record after the content")),
                 (kind::TIME, None) => {
                     if len != 12 || arrival.is_some() {
@@ -753,6 +780,33 @@ mod tests {
         let mut wrong = rs[0].clone();
         wrong.offset += 1;
         assert!(QueueFile::mark_done(&path, &wrong).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn trailing_attributes_override_and_end_the_content() {
+        let dir = scratch("trailer");
+        let path = dir.join("q");
+        let mut env = envelope();
+        env.attributes
+            .push(("content_filter".into(), "smtp:[127.0.0.1]:10025".into()));
+        let mut w = QueueFileWriter::create(&path, &env).unwrap();
+        w.write_content(b"Subject: x\r\n\r\nbody\r\n").unwrap();
+        w.trailing_attribute("content_filter", "scan:[127.0.0.1]:10027")
+            .unwrap();
+        w.finish().unwrap();
+        let read = QueueFile::read(&path).unwrap();
+        assert_eq!(
+            read.envelope.attribute("content_filter"),
+            Some("scan:[127.0.0.1]:10027")
+        );
+        assert_eq!(read.content, b"Subject: x\r\n\r\nbody\r\n");
+        // Content after a trailing attribute is not a queue file.
+        let mut w = QueueFileWriter::create(&dir.join("bad"), &env).unwrap();
+        w.trailing_attribute("x", "1").unwrap();
+        w.write_content(b"more").unwrap();
+        w.finish().unwrap();
+        assert!(QueueFile::read(&dir.join("bad")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

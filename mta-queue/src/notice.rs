@@ -302,6 +302,8 @@ pub async fn submit(
         },
         prepend: Vec::new(),
         internal: true,
+        no_address_mappings: false,
+        no_header_body_checks: false,
     };
     let mut m = cleanup.begin(submission)?;
     m.write(message);

@@ -507,6 +507,18 @@ impl Scheduler {
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut groups: HashMap<(String, String), Vec<(usize, Recipient)>> = HashMap::new();
         let mut order: Vec<(String, String)> = Vec::new();
+        // content_filter (or a FILTER action): every recipient goes to the
+        // filter's transport and next hop (the recipient's own next hop
+        // when the filter names none), not where it would otherwise go.
+        let filter: Option<(String, String)> = file
+            .envelope
+            .attribute("content_filter")
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(|f| match f.split_once(':') {
+                Some((t, n)) => (t.to_owned(), n.to_owned()),
+                None => (f.to_owned(), String::new()),
+            });
         for &i in &pending {
             let queued = &file.envelope.recipients[i];
             let now = (self.clock)();
@@ -534,7 +546,11 @@ impl Scheduler {
                         rcpt.original = queued.original.parse().ok();
                     }
                     rcpt.dsn_orcpt = queued.orcpt.clone();
-                    let key = (route.transport, route.nexthop);
+                    let key = match &filter {
+                        Some((t, n)) if !n.is_empty() => (t.clone(), n.clone()),
+                        Some((t, _)) => (t.clone(), route.nexthop),
+                        None => (route.transport, route.nexthop),
+                    };
                     if !groups.contains_key(&key) {
                         order.push(key.clone());
                     }
@@ -839,10 +855,19 @@ impl Scheduler {
             arrival: file.envelope.arrival,
             sender,
             recipients,
-            attributes: file.envelope.attributes.clone(),
+            // The copy has been through any content filter already.
+            attributes: file
+                .envelope
+                .attributes
+                .iter()
+                .filter(|(n, _)| n != "content_filter")
+                .cloned()
+                .collect(),
             context: Default::default(),
             prepend: r.headers.clone(),
             internal: true,
+            no_address_mappings: false,
+            no_header_body_checks: false,
         };
         let queued = async {
             let mut m = cleanup.begin(submission)?;

@@ -161,6 +161,7 @@ pub(crate) async fn run(
         }
         restrictions.set_policy_client(Arc::clone(&policy));
         let svc_syslog = svc_config.expanded("syslog_name").map_err(fatal)?;
+        let overrides = svc_config.list("receive_override_options").map_err(fatal)?;
         let log = Log::new(&hostname, &svc_syslog, "smtpd");
         for w in restrictions.warnings() {
             log.warning(w);
@@ -204,6 +205,13 @@ pub(crate) async fn run(
                 svc_config.integer("message_size_limit").map_err(fatal)?,
             )
             .unwrap_or(0),
+            content_filter: svc_config
+                .expanded("content_filter")
+                .map_err(fatal)?
+                .trim()
+                .to_owned(),
+            no_address_mappings: overrides.iter().any(|o| o == "no_address_mappings"),
+            no_header_body_checks: overrides.iter().any(|o| o == "no_header_body_checks"),
             log,
         });
         let mut stop = stop_rx.clone();

@@ -35,6 +35,12 @@ pub(crate) struct Service {
     /// at MAIL FROM.
     pub(crate) queue_minfree: u64,
     pub(crate) message_size_limit: u64,
+    /// `content_filter` (`transport:nexthop`); empty for none.
+    pub(crate) content_filter: String,
+    /// `receive_override_options = no_address_mappings`.
+    pub(crate) no_address_mappings: bool,
+    /// `receive_override_options = no_header_body_checks`.
+    pub(crate) no_header_body_checks: bool,
     pub(crate) log: Log,
 }
 
@@ -264,6 +270,9 @@ impl Session {
         if let Some(e) = &params.envid {
             attributes.push(("envid".into(), e.to_string()));
         }
+        if !self.service.content_filter.is_empty() {
+            attributes.push(("content_filter".into(), self.service.content_filter.clone()));
+        }
         let sender = from.mailbox().map(|m| m.to_string()).unwrap_or_default();
         let submission = Submission {
             arrival,
@@ -280,6 +289,8 @@ impl Session {
             },
             prepend: Vec::new(),
             internal: false,
+            no_address_mappings: self.service.no_address_mappings,
+            no_header_body_checks: self.service.no_header_body_checks,
         };
         match self.service.cleanup.begin(submission) {
             Ok(mut m) => {
