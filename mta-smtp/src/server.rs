@@ -159,6 +159,10 @@ pub struct ServerConfig {
     /// Offer STARTTLS (a certificate is configured and
     /// `smtpd_tls_security_level` is `may` or `encrypt`).
     pub starttls: bool,
+    /// `smtpd_tls_security_level = encrypt`: MAIL, AUTH, VRFY, EXPN and
+    /// ETRN only after STARTTLS (`530 5.7.0 Must issue a STARTTLS
+    /// command first`).
+    pub tls_required: bool,
     /// SASL mechanisms to offer (empty: no AUTH).
     pub auth_mechanisms: Vec<String>,
     /// `smtpd_tls_auth_only`: offer AUTH only over TLS.
@@ -195,6 +199,7 @@ impl ServerConfig {
             envelope: ParseOptions::LENIENT,
             smtputf8: true,
             starttls: false,
+            tls_required: false,
             auth_mechanisms: Vec::new(),
             auth_requires_tls: false,
             broken_sasl_auth_clients: false,
@@ -257,6 +262,8 @@ impl ServerConfig {
             .expanded("smtpd_tls_security_level")?
             .trim()
             .to_ascii_lowercase();
+        let tls_required =
+            level == "encrypt" || (level.is_empty() && config.boolean("smtpd_enforce_tls")?);
         let starttls = match level.as_str() {
             "may" | "encrypt" => true,
             "" | "none" => {
@@ -308,8 +315,11 @@ impl ServerConfig {
             ),
             smtputf8: config.boolean("smtputf8_enable")?,
             starttls,
+            tls_required,
             auth_mechanisms: Vec::new(),
-            auth_requires_tls: config.boolean("smtpd_tls_auth_only")?,
+            // "smtpd_tls_security_level = encrypt implies
+            // smtpd_tls_auth_only = yes" (postconf(5)).
+            auth_requires_tls: config.boolean("smtpd_tls_auth_only")? || tls_required,
             broken_sasl_auth_clients: config.boolean("broken_sasl_auth_clients")?,
             chunking: true,
         })
@@ -1212,6 +1222,21 @@ impl ServerSession {
             return false;
         }
         let lmtp = self.config.lmtp;
+        if self.config.tls_required
+            && !self.tls
+            && matches!(
+                cmd,
+                Command::Mail { .. }
+                    | Command::Auth { .. }
+                    | Command::Vrfy(_)
+                    | Command::Expn(_)
+                    | Command::Etrn(_)
+            )
+        {
+            let r = reply(530, Some((7, 0)), "Must issue a STARTTLS command first");
+            self.send_counted(&r, false, now);
+            return true;
+        }
         match cmd {
             Command::Helo(name) | Command::Ehlo(name) if lmtp => {
                 let _ = name;

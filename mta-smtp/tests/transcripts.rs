@@ -89,6 +89,8 @@ fn configure(config: &mut ServerConfig, name: &str, value: &str) {
         }
         "lmtp" => config.lmtp = flag(),
         "starttls" => config.starttls = flag(),
+        "tls_required" => config.tls_required = flag(),
+        "tls_auth_only" => config.auth_requires_tls = flag(),
         "auth" => config.auth_mechanisms = value.split(',').map(str::to_string).collect(),
         "chunking" => config.chunking = flag(),
         "line_length_limit" => config.line_length_limit = number() as usize,
