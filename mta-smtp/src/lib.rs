@@ -27,6 +27,9 @@
 //!   reader, connection reuse, Postfix's failure wording.
 //! - [`client_tls`] (feature `tokio`): the rustls client configuration
 //!   of `smtp_tls_security_level` and its trust anchors.
+//! - [`server_tls`] (feature `tokio`): the rustls server configuration
+//!   of `smtpd_tls_cert_file`, `smtpd_tls_chain_files` and the protocol
+//!   lists.
 //! - [`dns`] (feature `tokio`): `mta-core`'s DNS `Resolver` on
 //!   hickory-resolver.
 //!
@@ -44,6 +47,8 @@ pub mod connector;
 #[cfg(feature = "tokio")]
 pub mod dns;
 pub mod server;
+#[cfg(feature = "tokio")]
+pub mod server_tls;
 #[cfg(feature = "tokio")]
 mod stream;
 #[cfg(feature = "tokio")]

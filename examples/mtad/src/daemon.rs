@@ -161,7 +161,7 @@ pub(crate) async fn run(
         }
         restrictions.set_policy_client(Arc::clone(&policy));
         let svc_syslog = svc_config.expanded("syslog_name").map_err(fatal)?;
-        let overrides = svc_config.list("receive_override_options").map_err(fatal)?;
+        let receive_overrides = svc_config.list("receive_override_options").map_err(fatal)?;
         let log = Log::new(&hostname, &svc_syslog, "smtpd");
         for w in restrictions.warnings() {
             log.warning(w);
@@ -171,7 +171,16 @@ pub(crate) async fn run(
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|e| fatal(format!("bind {address}: {e}")))?;
-        let transport = TransportConfig::new(session, None, false).map_err(fatal)?;
+        let tls = crate::tls::server_tls_for(&svc_config, &log, &master_log)?;
+        let wrapper = svc_config.boolean("smtpd_tls_wrappermode").map_err(fatal)?;
+        if wrapper && tls.is_none() {
+            return Err(fatal(format!(
+                "{master_path}, line {}: service {}: smtpd_tls_wrappermode = yes needs a certificate (smtpd_tls_cert_file or smtpd_tls_chain_files)",
+                service.line(),
+                service.name()
+            )));
+        }
+        let transport = TransportConfig::new(session, tls, wrapper).map_err(fatal)?;
         let default_limit = config.integer("default_process_limit").map_err(fatal)?;
         let limits = ConnectionLimits {
             max_connections: service
@@ -210,8 +219,10 @@ pub(crate) async fn run(
                 .map_err(fatal)?
                 .trim()
                 .to_owned(),
-            no_address_mappings: overrides.iter().any(|o| o == "no_address_mappings"),
-            no_header_body_checks: overrides.iter().any(|o| o == "no_header_body_checks"),
+            no_address_mappings: receive_overrides.iter().any(|o| o == "no_address_mappings"),
+            no_header_body_checks: receive_overrides
+                .iter()
+                .any(|o| o == "no_header_body_checks"),
             log,
         });
         let mut stop = stop_rx.clone();

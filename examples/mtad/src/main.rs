@@ -16,6 +16,7 @@ mod postmap;
 mod postqueue;
 mod qmgr;
 mod smtpd;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

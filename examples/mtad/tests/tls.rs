@@ -1,0 +1,298 @@
+//! TLS on the reference site, end to end over loopback: STARTTLS offered
+//! on the smtp port with the certificate mtad makes at first start
+//! (swaks as the client), the submission service that requires it
+//! (Python's smtplib), and the smtp client's `smtp_tls_security_level`
+//! levels against a second mtad.
+//!
+//! Skips with a printed reason when swaks or python3 is absent; fails in
+//! CI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("{tool} is not installed: CI must install it");
+        }
+        eprintln!("skipped: {tool} is not installed");
+    }
+    ok
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The site in a scratch directory on free ports, `main_cf` lines added,
+/// running; returns it with its smtp and submission ports.
+fn start(name: &str, main_cf: &str) -> (PathBuf, u16, u16, Running) {
+    let (smtp, submission) = (free_port(), free_port());
+    let dir = common::compiled_site(name, |master| {
+        master
+            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
+            .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"))
+    });
+    let mut text = std::fs::read_to_string(dir.join("main.cf")).unwrap();
+    text.push_str(main_cf);
+    std::fs::write(dir.join("main.cf"), text).unwrap();
+    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
+    let child = Command::new(MTAD)
+        .args(["-c", &dir.display().to_string()])
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", smtp)).is_err() {
+        let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap_or_default();
+        assert!(Instant::now() < until, "mtad did not start\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (dir, smtp, submission, running)
+}
+
+fn wait_for_message(new: &Path, log: &Path) -> String {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(Ok(entry)) = std::fs::read_dir(new).ok().and_then(|mut d| d.next()) {
+            return std::fs::read_to_string(entry.path()).unwrap();
+        }
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(
+            Instant::now() < until,
+            "nothing in {}\n{log}",
+            new.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn starttls_with_the_first_start_certificate() {
+    if !have("swaks") {
+        return;
+    }
+    let (dir, smtp, _, _daemon) = start("tls-starttls", "");
+    let cert = dir.join("state/data/smtpd-selfsigned.pem");
+    assert!(cert.exists(), "no certificate made");
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{smtp}"), "--tls"])
+        .args([
+            "--helo",
+            "client.example.org",
+            "--from",
+            "alice@example.org",
+        ])
+        .args(["--to", "bob@example.com", "--header", "Subject: over TLS"])
+        .output()
+        .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{transcript}");
+    assert!(
+        transcript.contains("<~  250 2.0.0 Ok: queued as"),
+        "{transcript}"
+    );
+    let bob = wait_for_message(
+        &dir.join("state/mail/example.com/bob/new"),
+        &dir.join("mtad.log"),
+    );
+    assert!(bob.contains("\n\t(using TLSv1."), "{bob}");
+    assert!(bob.contains(" with ESMTPS id "), "{bob}");
+    // The certificate stays: the next start uses the same one.
+    let before = std::fs::read(&cert).unwrap();
+    assert!(String::from_utf8_lossy(&before).contains("BEGIN CERTIFICATE"));
+    let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+    assert!(
+        log.contains("made a self-signed certificate for mail.example.com"),
+        "{log}"
+    );
+}
+
+const SUBMISSION: &str = r#"
+import smtplib, ssl, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+s.ehlo("client.example.org")
+print("auth-before-tls", "auth" in s.esmtp_features)
+code, text = s.mail("alice@example.org")
+print("mail-before-tls", code, text.decode())
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s.starttls(context=ctx)
+s.ehlo("client.example.org")
+code, _ = s.mail("alice@example.org")
+print("mail-after-tls", code)
+code, text = s.rcpt("bob@example.com")
+print("rcpt-without-auth", code, text.decode())
+s.quit()
+"#;
+
+#[test]
+fn submission_requires_tls_before_mail() {
+    if !have("python3") {
+        return;
+    }
+    let (_dir, _, submission, _daemon) = start("tls-submission", "");
+    let out = Command::new("python3")
+        .args(["-c", SUBMISSION, &submission.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "auth-before-tls False");
+    assert_eq!(
+        lines[1],
+        "mail-before-tls 530 5.7.0 Must issue a STARTTLS command first"
+    );
+    assert_eq!(lines[2], "mail-after-tls 250");
+    // Without SASL nobody is authenticated: permit_sasl_authenticated,
+    // reject refuses every recipient.
+    assert!(
+        lines[3].starts_with("rcpt-without-auth 554 5.7.1"),
+        "{text}"
+    );
+}
+
+/// Sends one message over SMTP; the reply to its end of data.
+fn send(port: u16, from: &str, to: &str, message: &str) -> String {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    };
+    reply();
+    for command in [
+        "EHLO client.example.org".to_owned(),
+        format!("MAIL FROM:<{from}>"),
+        format!("RCPT TO:<{to}>"),
+        "DATA".to_owned(),
+    ] {
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .unwrap();
+        let r = reply();
+        assert!(r.starts_with('2') || r.starts_with('3'), "{command}: {r}");
+    }
+    writer
+        .write_all(format!("{}.\r\n", message.replace('\n', "\r\n")).as_bytes())
+        .unwrap();
+    let r = reply();
+    writer.write_all(b"QUIT\r\n").unwrap();
+    r
+}
+
+#[test]
+fn the_smtp_client_honours_its_tls_security_level() {
+    // The receiving side: a second mtad, mail host for example.net (no
+    // sender domain checks: this machine has no DNS for example.org).
+    let (remote, remote_smtp, _, _remote_daemon) = start(
+        "tls-remote",
+        "myhostname = mx.example.net\n\
+         virtual_mailbox_domains = example.net\n\
+         virtual_mailbox_maps = inline:{ dave@example.net=example.net/dave/ }\n\
+         smtpd_sender_restrictions =\n",
+    );
+    for (n, level) in ["may", "encrypt", "verify", "none"].iter().enumerate() {
+        let (dir, smtp, _, _daemon) = start(
+            &format!("tls-client-{level}"),
+            &format!(
+                "transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{remote_smtp} }}\n\
+                 smtp_tls_security_level = {level}\n"
+            ),
+        );
+        let subject = format!("level {level}");
+        let r = send(
+            smtp,
+            "alice@example.org",
+            "dave@example.net",
+            &format!("Subject: {subject}\n\nhello\n"),
+        );
+        assert!(r.starts_with("250 "), "{r}");
+        let log = dir.join("mtad.log");
+        if *level == "verify" {
+            // The remote's self-signed certificate is in no trust store:
+            // the mail waits rather than going out unverified.
+            let until = Instant::now() + Duration::from_secs(20);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap();
+                if text.contains("to=<dave@example.net>") && text.contains("status=deferred") {
+                    assert!(text.contains("dsn=4.7.5"), "{text}");
+                    break;
+                }
+                assert!(Instant::now() < until, "{text}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            continue;
+        }
+        let new = remote.join("state/mail/example.net/dave/new");
+        let until = Instant::now() + Duration::from_secs(20);
+        let got = loop {
+            let found = std::fs::read_dir(&new)
+                .map(|d| {
+                    d.filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+                        .find(|m| m.contains(&format!("Subject: {subject}\n")))
+                })
+                .unwrap_or(None);
+            if let Some(m) = found {
+                break m;
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                Instant::now() < until,
+                "level {level}: nothing arrived\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The remote's Received line says whether TLS carried it.
+        let hop = got
+            .split("Received: ")
+            .find(|r| r.contains("by mx.example.net"))
+            .unwrap_or_else(|| panic!("{got}"))
+            .to_owned();
+        assert_eq!(
+            hop.contains("(using TLSv1."),
+            *level != "none",
+            "level {level} (message {n}): {hop}"
+        );
+    }
+}
