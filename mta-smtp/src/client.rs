@@ -1796,7 +1796,7 @@ fn xtext_encode(input: &[u8], out: &mut Vec<u8>) {
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding (RFC 4648 section 4), as `AUTH` wants.
-fn base64_encode(input: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn base64_encode(input: &[u8], out: &mut Vec<u8>) {
     for group in input.chunks(3) {
         let b = [
             group[0],
@@ -1814,7 +1814,7 @@ fn base64_encode(input: &[u8], out: &mut Vec<u8>) {
 
 /// Decodes standard base64; `None` if it is not. An empty challenge
 /// (`334 ` alone) is empty data.
-fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
     if input.len() % 4 != 0 {
         return None;
     }

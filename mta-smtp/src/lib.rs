@@ -11,6 +11,9 @@
 //! - [`server`]: the RFC 5321 server session (and LMTP, RFC 2033): one
 //!   event per command, the caller's decision as the answer; DATA and
 //!   BDAT receivers that stream content.
+//! - [`sasl`]: `PLAIN` and `LOGIN` as sans-IO exchanges, and the
+//!   server's authentication back ends (Dovecot's auth protocol, a
+//!   password check).
 //! - [`client`]: the client session of Postfix's `smtp(8)` and `lmtp(8)`:
 //!   greeting, EHLO with HELO fallback, STARTTLS, AUTH plumbing,
 //!   pipelined MAIL/RCPT/DATA or BDAT, dot-stuffing, a result per
@@ -46,6 +49,7 @@ pub mod command;
 pub mod connector;
 #[cfg(feature = "tokio")]
 pub mod dns;
+pub mod sasl;
 pub mod server;
 #[cfg(feature = "tokio")]
 pub mod server_tls;

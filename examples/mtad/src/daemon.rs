@@ -172,6 +172,11 @@ pub(crate) async fn run(
             .await
             .map_err(|e| fatal(format!("bind {address}: {e}")))?;
         let tls = crate::tls::server_tls_for(&svc_config, &log, &master_log)?;
+        let sasl = sasl_for(&svc_config, &log).await?;
+        let mut session = session;
+        if let Some(auth) = &sasl {
+            session.auth_mechanisms = offered_mechanisms(&svc_config, auth.mechanisms())?;
+        }
         let wrapper = svc_config.boolean("smtpd_tls_wrappermode").map_err(fatal)?;
         if wrapper && tls.is_none() {
             return Err(fatal(format!(
@@ -223,6 +228,10 @@ pub(crate) async fn run(
             no_header_body_checks: receive_overrides
                 .iter()
                 .any(|o| o == "no_header_body_checks"),
+            sasl,
+            sasl_header: svc_config
+                .boolean("smtpd_sasl_authenticated_header")
+                .map_err(fatal)?,
             log,
         });
         let mut stop = stop_rx.clone();
@@ -260,4 +269,56 @@ async fn wait_for_signal() {
             }
         } => {}
     }
+}
+
+/// The SASL back end of an smtpd service with `smtpd_sasl_auth_enable =
+/// yes`: Dovecot's auth service (`smtpd_sasl_type = dovecot`, at
+/// `smtpd_sasl_path`, relative to `queue_directory`). Its mechanisms are
+/// asked for now; when Dovecot cannot be reached, AUTH is not offered
+/// and the log says why.
+async fn sasl_for(
+    config: &mta_core::config::Config,
+    log: &Log,
+) -> Result<Option<Arc<dyn mta_smtp::sasl::Authenticator>>, Fatal> {
+    if !config.boolean("smtpd_sasl_auth_enable").map_err(fatal)? {
+        return Ok(None);
+    }
+    let kind = config.expanded("smtpd_sasl_type").map_err(fatal)?;
+    if kind.trim() != "dovecot" {
+        log.warning(&format!(
+            "smtpd_sasl_type = {}: not supported (mtad speaks Dovecot's auth protocol: set smtpd_sasl_type = dovecot and smtpd_sasl_path); AUTH is not offered",
+            kind.trim()
+        ));
+        return Ok(None);
+    }
+    let path = config.expanded("smtpd_sasl_path").map_err(fatal)?;
+    let base = std::path::PathBuf::from(config.expanded("queue_directory").map_err(fatal)?);
+    let auth = mta_smtp::sasl::DovecotAuth::new(path.trim(), &base);
+    match auth.refresh().await {
+        Ok(m) => log.info(&format!(
+            "SASL: Dovecot auth service at {}: mechanisms {}",
+            path.trim(),
+            m.join(" ")
+        )),
+        Err(e) => log.warning(&format!(
+            "SASL: cannot reach the Dovecot auth service at {}: {e}; AUTH is not offered",
+            path.trim()
+        )),
+    }
+    Ok(Some(Arc::new(auth)))
+}
+
+/// The mechanisms to announce: the back end's, less what
+/// `smtpd_sasl_security_options` forbids (`noanonymous`, `noplaintext`).
+fn offered_mechanisms(
+    config: &mta_core::config::Config,
+    available: Vec<String>,
+) -> Result<Vec<String>, Fatal> {
+    let options = config.list("smtpd_sasl_security_options").map_err(fatal)?;
+    let no = |o: &str| options.iter().any(|x| x == o);
+    Ok(available
+        .into_iter()
+        .filter(|m| !(no("noanonymous") && m == "ANONYMOUS"))
+        .filter(|m| !(no("noplaintext") && (m == "PLAIN" || m == "LOGIN")))
+        .collect())
 }

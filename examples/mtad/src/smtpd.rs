@@ -17,6 +17,7 @@ use mta_queue::file::{Recipient, notify};
 use mta_restrictions::content::MessageContext;
 use mta_restrictions::restriction::{Decision, Restrictions, SmtpContext, Stage, Verdict};
 use mta_smtp::command::MailParameters;
+use mta_smtp::sasl::{Authenticator, ClientFacts, Conversation, Verdict as SaslVerdict};
 use mta_smtp::server::Event;
 use mta_smtp::transport::{ConnectionInfo, Decision as Answer, HandlerFuture, SessionHandler};
 
@@ -41,6 +42,10 @@ pub(crate) struct Service {
     pub(crate) no_address_mappings: bool,
     /// `receive_override_options = no_header_body_checks`.
     pub(crate) no_header_body_checks: bool,
+    /// The SASL back end, when `smtpd_sasl_auth_enable = yes`.
+    pub(crate) sasl: Option<Arc<dyn Authenticator>>,
+    /// `smtpd_sasl_authenticated_header`.
+    pub(crate) sasl_header: bool,
     pub(crate) log: Log,
 }
 
@@ -54,6 +59,10 @@ pub(crate) struct Session {
     message: Option<CleanupMessage>,
     helo: Option<String>,
     extended: bool,
+    /// The AUTH exchange in progress, and its mechanism.
+    auth: Option<(Box<dyn Conversation>, String)>,
+    /// After a successful AUTH: the mechanism and the login name.
+    login: Option<(String, String)>,
 }
 
 impl Session {
@@ -67,6 +76,8 @@ impl Session {
             message: None,
             helo: None,
             extended: false,
+            auth: None,
+            login: None,
         }
     }
 
@@ -106,6 +117,9 @@ impl Session {
         if conn.tls.is_some() {
             p.push('S');
         }
+        if self.login.is_some() {
+            p.push('A');
+        }
         p
     }
 
@@ -118,6 +132,9 @@ impl Session {
                 "\t(using {} with cipher {})\r\n",
                 tls.protocol, tls.cipher
             ));
+        }
+        if let (true, Some((_, user))) = (self.service.sasl_header, &self.login) {
+            h.push_str(&format!("\t(Authenticated sender: {user})\r\n"));
         }
         h.push_str(&format!(
             "\tby {} ({}) with {} id {id}",
@@ -237,9 +254,14 @@ impl Session {
                     ))))
                 }
             }
-            Event::Auth { .. } | Event::AuthResponse(_) => Some(Answer::Reply(reply(
-                "535 5.7.8 Error: authentication failed: no mechanism available",
-            ))),
+            Event::Auth {
+                mechanism,
+                initial_response,
+            } => Some(
+                self.auth_start(mechanism, initial_response.as_deref(), conn)
+                    .await,
+            ),
+            Event::AuthResponse(line) => Some(self.auth_step(line, conn).await),
             Event::StartTls => Some(Answer::Accept),
             Event::Quit | Event::Closed(_) => {
                 self.reset();
@@ -249,6 +271,77 @@ impl Session {
                 None
             }
             _ => None,
+        }
+    }
+
+    async fn auth_start(
+        &mut self,
+        mechanism: &str,
+        initial: Option<&str>,
+        conn: &ConnectionInfo,
+    ) -> Answer {
+        let Some(sasl) = self.service.sasl.clone() else {
+            return Answer::Reply(reply("503 5.5.1 Error: authentication not enabled"));
+        };
+        let facts = ClientFacts {
+            remote_ip: Some(conn.peer.ip()),
+            local_ip: Some(conn.local.ip()),
+            secured: conn.tls.is_some(),
+        };
+        let (conversation, verdict) = sasl.start(mechanism, initial, &facts).await;
+        if let Some(c) = conversation {
+            self.auth = Some((c, mechanism.to_owned()));
+        }
+        self.auth_verdict(verdict, mechanism.to_owned())
+    }
+
+    async fn auth_step(&mut self, line: &str, _conn: &ConnectionInfo) -> Answer {
+        let Some((mut conversation, mechanism)) = self.auth.take() else {
+            return Answer::Reply(reply("503 5.5.1 Error: no authentication in progress"));
+        };
+        let verdict = conversation.step(line).await;
+        if matches!(verdict, SaslVerdict::Challenge(_)) {
+            self.auth = Some((conversation, mechanism.clone()));
+        }
+        self.auth_verdict(verdict, mechanism)
+    }
+
+    /// The reply for a back end's verdict, as Postfix's smtpd words it;
+    /// the password never reaches the log.
+    fn auth_verdict(&mut self, verdict: SaslVerdict, mechanism: String) -> Answer {
+        let log = &self.service.log;
+        match verdict {
+            SaslVerdict::Challenge(c) => Answer::Reply(reply(format!("334 {c}").trim_end())),
+            SaslVerdict::Success(user) => {
+                self.auth = None;
+                if let Some(ctx) = self.ctx.as_mut() {
+                    ctx.sasl_username = Some(user.clone());
+                }
+                self.login = Some((mechanism, user));
+                Answer::Reply(reply("235 2.7.0 Authentication successful"))
+            }
+            SaslVerdict::Failure(why) => {
+                self.auth = None;
+                log.warning(&format!(
+                    "{}: SASL {mechanism} authentication failed: {why}",
+                    self.client
+                ));
+                Answer::Reply(reply(
+                    "535 5.7.8 Error: authentication failed: authentication failure",
+                ))
+            }
+            SaslVerdict::Temporary(why) => {
+                self.auth = None;
+                log.warning(&format!(
+                    "{}: SASL {mechanism} authentication failed: {why}",
+                    self.client
+                ));
+                Answer::Reply(reply("454 4.7.0 Temporary authentication failure"))
+            }
+            SaslVerdict::Malformed(why) => {
+                self.auth = None;
+                Answer::Reply(reply(&format!("501 5.5.2 {why}")))
+            }
         }
     }
 
@@ -295,9 +388,13 @@ impl Session {
         match self.service.cleanup.begin(submission) {
             Ok(mut m) => {
                 let id = m.id().as_str().to_string();
+                let login = match &self.login {
+                    Some((m, u)) => format!(", sasl_method={m}, sasl_username={u}"),
+                    None => String::new(),
+                };
                 self.service
                     .log
-                    .info(&format!("{id}: client={}", self.client));
+                    .info(&format!("{id}: client={}{login}", self.client));
                 let received = self.received(conn, &id);
                 m.write(received.as_bytes());
                 m.write(b"\r\n");

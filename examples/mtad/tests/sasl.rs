@@ -1,0 +1,265 @@
+//! Authenticated submission on the reference site: the submission
+//! service (STARTTLS required, `smtpd_sasl_auth_enable = yes`,
+//! `permit_sasl_authenticated, reject`) asking Debian's Dovecot over its
+//! auth protocol (`smtpd_sasl_type = dovecot`), with swaks and Python's
+//! smtplib as the mail clients: an authenticated user relays to the
+//! outside, a wrong password is refused, nothing is relayed without a
+//! login.
+//!
+//! Needs `dovecot`, `doveadm`, `swaks` and `python3`; skipped with a
+//! printed reason without them, failed in CI.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("{tool} is not installed: CI must install it");
+        }
+        eprintln!("skipped: {tool} is not installed");
+    }
+    ok
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Dovecot with only its auth service, for the site's users.
+struct Dovecot(PathBuf);
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.0.join("dovecot.conf"))
+            .arg("stop")
+            .output();
+    }
+}
+
+fn start_dovecot(dir: &Path) -> Dovecot {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("passwd"),
+        "alice@example.com:{PLAIN}secret::::::\nbob@example.com:{PLAIN}hunter2::::::\n",
+    )
+    .unwrap();
+    let conf = format!(
+        "base_dir = {d}/run\n\
+         state_dir = {d}/state\n\
+         log_path = {d}/dovecot.log\n\
+         protocols = imap\n\
+         listen = 127.0.0.1\n\
+         ssl = no\n\
+         auth_mechanisms = plain login\n\
+         passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
+         userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home=/nonexistent\n}}\n\
+         service imap-login {{\n  inet_listener imap {{\n    port = 0\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n  chroot =\n}}\n\
+         service anvil {{\n  chroot =\n}}\n\
+         service auth {{\n  unix_listener {d}/auth {{\n    mode = 0666\n  }}\n}}\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
+    let errors = std::fs::File::create(dir.join("dovecot.stderr")).unwrap();
+    let status = Command::new("dovecot")
+        .arg("-c")
+        .arg(dir.join("dovecot.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(errors)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "dovecot: {}",
+        std::fs::read_to_string(dir.join("dovecot.stderr")).unwrap_or_default()
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while !dir.join("auth").exists() {
+        assert!(Instant::now() < until, "no Dovecot auth socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Dovecot(dir.to_path_buf())
+}
+
+fn swaks(port: u16, args: &[&str]) -> (bool, String) {
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}"), "--tls"])
+        .args(["--helo", "client.example.org"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+const LOGIN: &str = r#"
+import smtplib, ssl, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s.starttls(context=ctx)
+s.ehlo("client.example.org")
+print("mechanisms", s.esmtp_features.get("auth", "").strip())
+s.user, s.password = "bob@example.com", "hunter2"
+code, text = s.auth("LOGIN", s.auth_login, initial_response_ok=False)
+print("login", code, text.decode())
+s.sendmail("bob@example.com", ["carol@example.net"], "Subject: from bob\r\n\r\nhi\r\n")
+print("sent")
+s.quit()
+"#;
+
+#[test]
+fn authenticated_users_relay_and_nobody_else_does() {
+    for tool in ["dovecot", "doveadm", "swaks", "python3"] {
+        if !have(tool) {
+            return;
+        }
+    }
+    let (smtp, submission) = (free_port(), free_port());
+    let dir = common::compiled_site("sasl", |master| {
+        master
+            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
+            .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"))
+    });
+    let dovecot_dir = dir.join("dovecot");
+    let _dovecot = start_dovecot(&dovecot_dir);
+    // Outside mail waits at a closed port: this test is about who may
+    // send it, not its delivery.
+    let closed = free_port();
+    let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
+    main_cf.push_str(&format!(
+        "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}/auth\n\
+         transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{closed} }}\n",
+        dovecot_dir.display()
+    ));
+    std::fs::write(dir.join("main.cf"), main_cf).unwrap();
+    let log_file = std::fs::File::create(dir.join("mtad.log")).unwrap();
+    let _daemon = Running(
+        Command::new(MTAD)
+            .args(["-c", &dir.display().to_string()])
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .unwrap(),
+    );
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", submission)).is_err() {
+        assert!(Instant::now() < until, "mtad did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (ok, t) = swaks(
+        submission,
+        &[
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice@example.com",
+            "--auth-password",
+            "secret",
+            "--from",
+            "alice@example.com",
+            "--to",
+            "dave@example.net",
+        ],
+    );
+    assert!(ok, "{t}");
+    assert!(t.contains("<~  235 2.7.0 Authentication successful"), "{t}");
+    assert!(t.contains("<~  250 2.0.0 Ok: queued as"), "{t}");
+
+    let (ok, t) = swaks(
+        submission,
+        &[
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice@example.com",
+            "--auth-password",
+            "wrong",
+            "--from",
+            "alice@example.com",
+            "--to",
+            "dave@example.net",
+        ],
+    );
+    assert!(!ok, "{t}");
+    assert!(
+        t.contains("<~* 535 5.7.8 Error: authentication failed: authentication failure"),
+        "{t}"
+    );
+
+    // No login, no relaying: the submission service rejects.
+    let (ok, t) = swaks(
+        submission,
+        &["--from", "alice@example.com", "--to", "dave@example.net"],
+    );
+    assert!(!ok, "{t}");
+    assert!(t.contains("<~* 554 5.7.1"), "{t}");
+
+    // LOGIN through smtplib.
+    let out = Command::new("python3")
+        .args(["-c", LOGIN, &submission.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("mechanisms PLAIN LOGIN"), "{text}");
+    assert!(
+        text.contains("login 235 2.7.0 Authentication successful"),
+        "{text}"
+    );
+    assert!(text.contains("sent"), "{text}");
+
+    let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+    assert!(
+        log.contains(
+            "client=unknown[127.0.0.1], sasl_method=PLAIN, sasl_username=alice@example.com"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("sasl_method=LOGIN, sasl_username=bob@example.com"),
+        "{log}"
+    );
+    assert!(
+        log.contains("SASL PLAIN authentication failed: "),
+        "the failure is logged: {log}"
+    );
+    assert!(
+        !log.contains("secret") && !log.contains("hunter2"),
+        "a password in the log: {log}"
+    );
+}
