@@ -172,7 +172,7 @@ pub(crate) async fn run(
             .await
             .map_err(|e| fatal(format!("bind {address}: {e}")))?;
         let tls = crate::tls::server_tls_for(&svc_config, &log, &master_log)?;
-        let sasl = sasl_for(&svc_config, &log).await?;
+        let sasl = sasl_for(&svc_config, &registry, &log).await?;
         let mut session = session;
         if let Some(auth) = &sasl {
             session.auth_mechanisms = offered_mechanisms(&svc_config, auth.mechanisms())?;
@@ -273,25 +273,34 @@ async fn wait_for_signal() {
 
 /// The SASL back end of an smtpd service with `smtpd_sasl_auth_enable =
 /// yes`: Dovecot's auth service (`smtpd_sasl_type = dovecot`, at
-/// `smtpd_sasl_path`, relative to `queue_directory`). Its mechanisms are
-/// asked for now; when Dovecot cannot be reached, AUTH is not offered
-/// and the log says why.
+/// `smtpd_sasl_path`, relative to `queue_directory`), whose mechanisms
+/// are asked for now (when Dovecot cannot be reached, AUTH is not
+/// offered and the log says why); or mtad's own password table
+/// (`smtpd_sasl_type = table`, `smtpd_sasl_path` a lookup table of login
+/// names to password hashes made by `mtad saslpasswd`).
 async fn sasl_for(
     config: &mta_core::config::Config,
+    registry: &mta_maps::registry::Registry,
     log: &Log,
 ) -> Result<Option<Arc<dyn mta_smtp::sasl::Authenticator>>, Fatal> {
     if !config.boolean("smtpd_sasl_auth_enable").map_err(fatal)? {
         return Ok(None);
     }
     let kind = config.expanded("smtpd_sasl_type").map_err(fatal)?;
+    let path = config.expanded("smtpd_sasl_path").map_err(fatal)?;
+    if kind.trim() == "table" {
+        let table = registry
+            .open_list(path.trim())
+            .map_err(|e| fatal(config.bad_value("smtpd_sasl_path", path.trim(), e.to_string())))?;
+        return Ok(Some(Arc::new(password_table(Arc::new(table)))));
+    }
     if kind.trim() != "dovecot" {
         log.warning(&format!(
-            "smtpd_sasl_type = {}: not supported (mtad speaks Dovecot's auth protocol: set smtpd_sasl_type = dovecot and smtpd_sasl_path); AUTH is not offered",
+            "smtpd_sasl_type = {}: not supported (use dovecot, with smtpd_sasl_path naming its auth socket, or table, with smtpd_sasl_path naming a password table); AUTH is not offered",
             kind.trim()
         ));
         return Ok(None);
     }
-    let path = config.expanded("smtpd_sasl_path").map_err(fatal)?;
     let base = std::path::PathBuf::from(config.expanded("queue_directory").map_err(fatal)?);
     let auth = mta_smtp::sasl::DovecotAuth::new(path.trim(), &base);
     match auth.refresh().await {
@@ -321,4 +330,34 @@ fn offered_mechanisms(
         .filter(|m| !(no("noanonymous") && m == "ANONYMOUS"))
         .filter(|m| !(no("noplaintext") && (m == "PLAIN" || m == "LOGIN")))
         .collect())
+}
+
+/// A hash that matches no password, checked for unknown users so that
+/// they take as long as known ones.
+const NO_SUCH_USER: &str = "{SHA512-CRYPT}$6$rounds=5000$y4IosCMcoLDcaJWiPyW3K.$ig3FSfhtpLckEMoYM7nqu6yUfahp.Kx08GIWajzK25MVqpyc63EkgMxPpkLQm22W0T41jP3Z9ZsvStnRzuyCP/";
+
+/// PLAIN and LOGIN checked against `table`: login name to hash.
+fn password_table(table: Arc<mta_maps::list::MapList>) -> mta_smtp::sasl::PasswordCheck {
+    mta_smtp::sasl::PasswordCheck::new(Arc::new(move |user: &str, password: &str| {
+        let table = Arc::clone(&table);
+        let user = user.to_owned();
+        let password = password.to_owned();
+        Box::pin(async move {
+            let stored = table
+                .lookup(&user)
+                .await
+                .map_err(|e| format!("password table: {e}"))?
+                .map(|v| v.into_owned());
+            let known = stored.is_some();
+            let hash = stored.unwrap_or_else(|| NO_SUCH_USER.to_owned());
+            // Hashing is slow on purpose: off the async workers.
+            let matched = tokio::task::spawn_blocking(move || {
+                mta_smtp::sasl::verify_password(&hash, &password)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("password table entry for {user}: {e}"))?;
+            Ok(known && matched)
+        })
+    }))
 }

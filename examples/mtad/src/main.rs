@@ -119,6 +119,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print a password hash for the SASL password table, from the
+    /// password on standard input (`-s SHA512-CRYPT|BLF-CRYPT|ARGON2ID`,
+    /// default ARGON2ID), as `doveadm pw` does.
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Saslpasswd {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// The Postfix tools mtad answers to, as a subcommand or through a link
@@ -131,6 +139,7 @@ const TOOLS: &[&str] = &[
     "postcat",
     "postqueue",
     "mailq",
+    "saslpasswd",
 ];
 
 /// Runs one tool with its own command line (`args[0]` is its name); the
@@ -177,6 +186,7 @@ fn run_tool(tool: &str, args: Vec<String>) -> Result<ExitCode, Fatal> {
             postmap::newaliases(dir).map(|()| ExitCode::SUCCESS)
         }
         "postcat" => postcat::run(&args).map(|()| ExitCode::SUCCESS),
+        "saslpasswd" => saslpasswd(&args).map(|()| ExitCode::SUCCESS),
         "postqueue" | "mailq" => postqueue::run(&args, tool == "mailq").map(|()| ExitCode::SUCCESS),
         _ => Err(Fatal(format!("unknown tool {tool}"))),
     }
@@ -213,7 +223,8 @@ fn main() -> ExitCode {
                 | Command::Postcat { .. }
                 | Command::Postqueue { .. }
                 | Command::Mailq { .. }
-                | Command::Newaliases { .. },
+                | Command::Newaliases { .. }
+                | Command::Saslpasswd { .. },
             ) => {
                 unreachable!("tools are dispatched before the daemon's command line")
             }
@@ -228,6 +239,41 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `mtad saslpasswd [-s SCHEME]`: the hash of the password on standard
+/// input's first line, for the `smtpd_sasl_type = table` password table.
+fn saslpasswd(args: &[String]) -> Result<(), Fatal> {
+    use mta_smtp::sasl::{HashScheme, hash_password};
+    let mut scheme = HashScheme::Argon2id;
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "-s" => {
+                let name = rest.next().map(String::as_str).unwrap_or("");
+                scheme = HashScheme::parse(name).ok_or_else(|| {
+                    Fatal(format!(
+                        "unknown scheme \"{name}\": use SHA512-CRYPT, BLF-CRYPT or ARGON2ID"
+                    ))
+                })?;
+            }
+            other => {
+                return Err(Fatal(format!(
+                    "usage: saslpasswd [-s SCHEME] < password (not {other})"
+                )));
+            }
+        }
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Fatal(format!("read the password: {e}")))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(Fatal("no password on standard input".into()));
+    }
+    println!("{}", hash_password(password, scheme).map_err(Fatal)?);
+    Ok(())
 }
 
 /// `mtad check`: parse both files, validate every set parameter, print

@@ -263,3 +263,83 @@ fn authenticated_users_relay_and_nobody_else_does() {
         "a password in the log: {log}"
     );
 }
+
+#[test]
+fn the_site_password_table_works_without_dovecot() {
+    if !have("swaks") {
+        return;
+    }
+    let (smtp, submission) = (free_port(), free_port());
+    let dir = common::compiled_site("sasl-table", |master| {
+        master
+            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
+            .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"))
+    });
+    let closed = free_port();
+    let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
+    main_cf.push_str(&format!(
+        "transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{closed} }}\n"
+    ));
+    std::fs::write(dir.join("main.cf"), main_cf).unwrap();
+    let log_file = std::fs::File::create(dir.join("mtad.log")).unwrap();
+    let _daemon = Running(
+        Command::new(MTAD)
+            .args(["-c", &dir.display().to_string()])
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .unwrap(),
+    );
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", submission)).is_err() {
+        assert!(Instant::now() < until, "mtad did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The site's sasl_passwd: every demo user's password is change-me.
+    let (ok, t) = swaks(
+        submission,
+        &[
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "erin@example.org",
+            "--auth-password",
+            "change-me",
+            "--from",
+            "erin@example.org",
+            "--to",
+            "dave@example.net",
+        ],
+    );
+    assert!(ok, "{t}");
+    assert!(t.contains("<~  235 2.7.0 Authentication successful"), "{t}");
+    for (user, password) in [
+        ("erin@example.org", "Change-me"),
+        ("nobody@example.org", "change-me"),
+    ] {
+        let (ok, t) = swaks(
+            submission,
+            &[
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                user,
+                "--auth-password",
+                password,
+                "--from",
+                "erin@example.org",
+                "--to",
+                "dave@example.net",
+            ],
+        );
+        assert!(!ok && t.contains("<~* 535 5.7.8"), "{user}: {t}");
+    }
+    let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+    assert!(
+        log.contains("sasl_method=LOGIN, sasl_username=erin@example.org"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("change-me") && !log.contains("Change-me"),
+        "{log}"
+    );
+}

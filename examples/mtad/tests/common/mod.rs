@@ -21,6 +21,7 @@ pub(crate) fn compiled_site(name: &str, edit_master: impl Fn(String) -> String) 
         "aliases",
         "header_checks",
         "body_checks",
+        "sasl_passwd",
     ] {
         std::fs::copy(source.join(f), dir.join(f)).unwrap();
     }
