@@ -149,7 +149,7 @@ fn authenticated_users_relay_and_nobody_else_does() {
     let dir = common::compiled_site("sasl", |master| {
         master
             .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-            .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"))
+            .replace("127.0.0.1:5870", &format!("127.0.0.1:{submission}"))
     });
     let dovecot_dir = dir.join("dovecot");
     let _dovecot = start_dovecot(&dovecot_dir);
@@ -273,7 +273,7 @@ fn the_site_password_table_works_without_dovecot() {
     let dir = common::compiled_site("sasl-table", |master| {
         master
             .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-            .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"))
+            .replace("127.0.0.1:5870", &format!("127.0.0.1:{submission}"))
     });
     let closed = free_port();
     let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();

@@ -56,7 +56,9 @@ fn start(name: &str, main_cf: &str) -> (PathBuf, u16, u16, Running) {
     let dir = common::compiled_site(name, |master| {
         master
             .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-            .replace("127.0.0.1:2587", &format!("127.0.0.1:{submission}"))
+            .replace("127.0.0.1:5870", &format!("127.0.0.1:{submission}"))
+            // smtps on the submission port plus one, for the test below.
+            .replace("127.0.0.1:4650", &format!("127.0.0.1:{}", submission + 1))
     });
     let mut text = std::fs::read_to_string(dir.join("main.cf")).unwrap();
     text.push_str(main_cf);
@@ -182,6 +184,47 @@ fn submission_requires_tls_before_mail() {
         lines[3].starts_with("rcpt-without-auth 554 5.7.1"),
         "{text}"
     );
+}
+
+const SMTPS: &str = r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP_SSL("127.0.0.1", int(sys.argv[1]), context=ctx)
+s.ehlo("client.example.org")
+print("cipher", s.sock.version())
+print("auth", s.esmtp_features.get("auth", "").strip())
+print(s.login("alice@example.com", "change-me")[0])
+s.quit()
+"#;
+
+#[test]
+fn smtps_speaks_tls_from_the_first_byte() {
+    if !have("python3") {
+        return;
+    }
+    let (_dir, _, submission, _daemon) = start("tls-smtps", "");
+    let smtps = submission + 1;
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", smtps)).is_err() {
+        assert!(Instant::now() < until, "no smtps listener");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("python3")
+        .args(["-c", SMTPS, &smtps.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("cipher TLSv1."), "{text}");
+    assert_eq!(lines[1], "auth PLAIN LOGIN");
+    assert_eq!(lines[2], "235");
 }
 
 /// Sends one message over SMTP; the reply to its end of data.

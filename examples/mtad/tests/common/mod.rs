@@ -26,7 +26,15 @@ pub(crate) fn compiled_site(name: &str, edit_master: impl Fn(String) -> String) 
         std::fs::copy(source.join(f), dir.join(f)).unwrap();
     }
     let master = std::fs::read_to_string(source.join("master.cf")).unwrap();
-    std::fs::write(dir.join("master.cf"), edit_master(master)).unwrap();
+    // The smtps service moves to a free port unless the test moved it.
+    let master = edit_master(master);
+    let smtps = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let master = master.replace("127.0.0.1:4650", &format!("127.0.0.1:{smtps}"));
+    std::fs::write(dir.join("master.cf"), master).unwrap();
     let c = dir.display().to_string();
     for (tool, table) in [
         ("postmap", "vmailbox"),
