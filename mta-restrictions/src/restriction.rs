@@ -254,10 +254,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "permit_tls_all_clientcerts",
     "check_ccert_access",
     "check_sasl_access",
-    "reject_sender_login_mismatch",
-    "reject_authenticated_sender_login_mismatch",
-    "reject_known_sender_login_mismatch",
-    "reject_unauthenticated_sender_login_mismatch",
     "reject_plaintext_session",
     "permit_rhswl_client",
     "check_client_a_access",
@@ -393,6 +389,8 @@ enum Restriction {
     DeferIfReject,
     PermitMynetworks,
     PermitSaslAuthenticated,
+    /// `reject_sender_login_mismatch` and its three variants.
+    SenderLoginMismatch(LoginCheck),
     RejectUnauthDestination,
     DeferUnauthDestination,
     PermitAuthDestination,
@@ -655,8 +653,28 @@ pub struct Restrictions {
     relay_recipient_maps: MapList,
     relocated_maps: MapList,
     rbl_reply_maps: MapList,
+    sender_login_maps: MapList,
+    /// `smtpd_sasl_auth_enable`: the sender login checks apply only
+    /// where clients can log in, as in Postfix.
+    sasl_enabled: bool,
     policy_client: PolicyClientSlot,
     warnings: Vec<String>,
+}
+
+/// Which clients a sender login check applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoginCheck {
+    /// `reject_sender_login_mismatch`: both of the next two.
+    Both,
+    /// `reject_authenticated_sender_login_mismatch`: a logged-in client
+    /// must own the sender address (`smtpd_sender_login_maps`).
+    Authenticated,
+    /// `reject_known_sender_login_mismatch`: the same, only for sender
+    /// addresses the table lists.
+    Known,
+    /// `reject_unauthenticated_sender_login_mismatch`: a client that has
+    /// not logged in may not use an address the table lists.
+    Unauthenticated,
 }
 
 /// The installed policy client; `Debug` without requiring it of clients.
@@ -748,6 +766,16 @@ fn parse_words(
             "defer_if_reject" => Restriction::DeferIfReject,
             "permit_mynetworks" => Restriction::PermitMynetworks,
             "permit_sasl_authenticated" => Restriction::PermitSaslAuthenticated,
+            "reject_sender_login_mismatch" => Restriction::SenderLoginMismatch(LoginCheck::Both),
+            "reject_authenticated_sender_login_mismatch" => {
+                Restriction::SenderLoginMismatch(LoginCheck::Authenticated)
+            }
+            "reject_known_sender_login_mismatch" => {
+                Restriction::SenderLoginMismatch(LoginCheck::Known)
+            }
+            "reject_unauthenticated_sender_login_mismatch" => {
+                Restriction::SenderLoginMismatch(LoginCheck::Unauthenticated)
+            }
             "reject_unauth_destination" => Restriction::RejectUnauthDestination,
             "defer_unauth_destination" => Restriction::DeferUnauthDestination,
             "permit_auth_destination" => Restriction::PermitAuthDestination,
@@ -1005,6 +1033,8 @@ impl Restrictions {
             relay_recipient_maps: tables("relay_recipient_maps")?,
             relocated_maps: tables("relocated_maps")?,
             rbl_reply_maps: tables("rbl_reply_maps")?,
+            sender_login_maps: tables("smtpd_sender_login_maps")?,
+            sasl_enabled: config.boolean("smtpd_sasl_auth_enable")?,
             policy_client: PolicyClientSlot::default(),
             rewrite,
             warnings,
@@ -1093,6 +1123,7 @@ impl Restriction {
             | Restriction::RejectInvalidHeloHostname
             | Restriction::RejectNonFqdnHeloHostname
             | Restriction::RejectUnknownHeloHostname
+            | Restriction::SenderLoginMismatch(_)
             | Restriction::RejectNonFqdnSender
             | Restriction::RejectNonFqdnRecipient
             | Restriction::RejectUnknownSenderDomain
@@ -1663,6 +1694,48 @@ impl<'a> Evaluation<'a> {
                 Some(u) if !u.is_empty() => Outcome::Permit,
                 _ => Outcome::Dunno,
             },
+            Restriction::SenderLoginMismatch(check) => {
+                let Some(sender) = ctx.sender.as_deref().filter(|s| !s.is_empty()) else {
+                    return Outcome::Dunno;
+                };
+                if !self.r.sasl_enabled {
+                    return Outcome::Dunno;
+                }
+                let keys = self.address_keys(sender);
+                let owners = match self.r.sender_login_maps.search(&keys).await {
+                    Ok(found) => found.map(|(_, v)| v.into_owned()),
+                    Err(e) => return self.lookup_failure(sender, &e),
+                };
+                let login = ctx.sasl_username.as_deref().filter(|u| !u.is_empty());
+                let owned_by = |user: &str| {
+                    owners.as_deref().is_some_and(|o| {
+                        o.split([',', ' ', '\t'])
+                            .any(|owner| owner.eq_ignore_ascii_case(user))
+                    })
+                };
+                match (check, login) {
+                    (LoginCheck::Both | LoginCheck::Authenticated, Some(user))
+                    | (LoginCheck::Known, Some(user))
+                        if !owned_by(user) && (*check != LoginCheck::Known || owners.is_some()) =>
+                    {
+                        self.reject(
+                            553,
+                            "5.7.1",
+                            &format!(
+                                "<{sender}>: Sender address rejected: not owned by user {user}"
+                            ),
+                        )
+                    }
+                    (LoginCheck::Both | LoginCheck::Unauthenticated, None) if owners.is_some() => {
+                        self.reject(
+                            553,
+                            "5.7.1",
+                            &format!("<{sender}>: Sender address rejected: not logged in"),
+                        )
+                    }
+                    _ => Outcome::Dunno,
+                }
+            }
             Restriction::RejectUnauthDestination
             | Restriction::DeferUnauthDestination
             | Restriction::PermitAuthDestination => {

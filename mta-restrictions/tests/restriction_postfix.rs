@@ -262,6 +262,17 @@ const SCENARIOS: &[Scenario] = &[
             "alice@example.com",
         ],
     },
+    // The sender login checks do nothing where clients cannot log in
+    // (smtpd_sasl_auth_enable = no), as Postfix's smtpd.
+    Scenario {
+        settings: "smtpd_sender_login_maps = inline:{ a@b.example=alice }\n\
+                   smtpd_sender_restrictions = reject_unauthenticated_sender_login_mismatch\n",
+        name: "host.example.net",
+        addr: "192.0.2.1",
+        helo: "host.example.net",
+        sender: "a@b.example",
+        rcpts: &["alice@example.com"],
+    },
     Scenario {
         settings: "smtpd_recipient_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n",
         name: "host.example.net",

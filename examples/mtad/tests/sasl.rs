@@ -217,10 +217,20 @@ fn authenticated_users_relay_and_nobody_else_does() {
         "{t}"
     );
 
-    // No login, no relaying: the submission service rejects.
+    // No login, no relaying: the submission service rejects, first
+    // because alice's address needs alice's login, then for the recipient.
     let (ok, t) = swaks(
         submission,
         &["--from", "alice@example.com", "--to", "dave@example.net"],
+    );
+    assert!(!ok, "{t}");
+    assert!(
+        t.contains("<~* 553 5.7.1 <alice@example.com>: Sender address rejected: not logged in"),
+        "{t}"
+    );
+    let (ok, t) = swaks(
+        submission,
+        &["--from", "someone@example.net", "--to", "dave@example.net"],
     );
     assert!(!ok, "{t}");
     assert!(t.contains("<~* 554 5.7.1"), "{t}");

@@ -148,7 +148,7 @@ ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 s.starttls(context=ctx)
 s.ehlo("client.example.org")
-code, _ = s.mail("alice@example.org")
+code, _ = s.mail("someone@example.net")
 print("mail-after-tls", code)
 code, text = s.rcpt("bob@example.com")
 print("rcpt-without-auth", code, text.decode())

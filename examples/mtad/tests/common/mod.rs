@@ -22,6 +22,7 @@ pub(crate) fn compiled_site(name: &str, edit_master: impl Fn(String) -> String) 
         "header_checks",
         "body_checks",
         "sasl_passwd",
+        "sender_logins",
     ] {
         std::fs::copy(source.join(f), dir.join(f)).unwrap();
     }
