@@ -647,6 +647,7 @@ pub struct Restrictions {
     virtual_alias_domains: DomainMatcher,
     virtual_mailbox_domains: DomainMatcher,
     permit_mx_backup_networks: NetworkMatcher,
+    event_limit_exceptions: NetworkMatcher,
     local_recipient_maps: Option<MapList>,
     virtual_alias_maps: MapList,
     virtual_mailbox_maps: MapList,
@@ -1027,6 +1028,11 @@ impl Restrictions {
                 registry,
                 "permit_mx_backup_networks",
             )?,
+            event_limit_exceptions: NetworkMatcher::from_config(
+                config,
+                registry,
+                "smtpd_client_event_limit_exceptions",
+            )?,
             local_recipient_maps,
             virtual_alias_maps: tables("virtual_alias_maps")?,
             virtual_mailbox_maps: tables("virtual_mailbox_maps")?,
@@ -1039,6 +1045,17 @@ impl Restrictions {
             rewrite,
             warnings,
         })
+    }
+
+    /// Whether `client_address` (named `name`, or `unknown`) is in
+    /// `smtpd_client_event_limit_exceptions` (default `$mynetworks`):
+    /// such clients are not held to the per-client rate limits. A table
+    /// that cannot answer counts as not exempt.
+    pub async fn exempt_from_limits(&self, client_address: IpAddr, name: &str) -> bool {
+        self.event_limit_exceptions
+            .contains(client_address, name)
+            .await
+            .unwrap_or(false)
     }
 
     /// Installs the client that `check_policy_service` sends its

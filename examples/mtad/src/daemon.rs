@@ -229,6 +229,17 @@ pub(crate) async fn run(
                 .iter()
                 .any(|o| o == "no_header_body_checks"),
             sasl,
+            auth_rate: match svc_config
+                .integer("smtpd_client_auth_rate_limit")
+                .map_err(fatal)?
+            {
+                n if n > 0 => Some(crate::smtpd::RateLimit::new(
+                    n as usize,
+                    svc_config.time("anvil_rate_time_unit").map_err(fatal)?,
+                )),
+                _ => None,
+            },
+            name: service.name().to_owned(),
             sasl_header: svc_config
                 .boolean("smtpd_sasl_authenticated_header")
                 .map_err(fatal)?,

@@ -46,7 +46,51 @@ pub(crate) struct Service {
     pub(crate) sasl: Option<Arc<dyn Authenticator>>,
     /// `smtpd_sasl_authenticated_header`.
     pub(crate) sasl_header: bool,
+    /// `smtpd_client_auth_rate_limit` per `anvil_rate_time_unit`.
+    pub(crate) auth_rate: Option<RateLimit>,
+    /// The service name, for rate limit warnings.
+    pub(crate) name: String,
     pub(crate) log: Log,
+}
+
+/// A per-client event rate limit, as Postfix's anvil keeps it: at most
+/// `limit` events per `unit` from one address.
+pub(crate) struct RateLimit {
+    pub(crate) limit: usize,
+    pub(crate) unit: std::time::Duration,
+    seen: std::sync::Mutex<
+        std::collections::HashMap<std::net::IpAddr, std::collections::VecDeque<std::time::Instant>>,
+    >,
+}
+
+impl RateLimit {
+    pub(crate) fn new(limit: usize, unit: std::time::Duration) -> RateLimit {
+        RateLimit {
+            limit,
+            unit,
+            seen: Default::default(),
+        }
+    }
+
+    /// Counts one event from `ip`; the count within the last unit when it
+    /// is over the limit.
+    fn over(&self, ip: std::net::IpAddr) -> Option<usize> {
+        let now = std::time::Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget clients that have been quiet for a unit.
+        if seen.len() > 10_000 {
+            seen.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < self.unit));
+        }
+        let q = seen.entry(ip).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.unit)
+        {
+            q.pop_front();
+        }
+        q.push_back(now);
+        (q.len() > self.limit).then_some(q.len())
+    }
 }
 
 /// One session's state.
@@ -283,6 +327,23 @@ impl Session {
         let Some(sasl) = self.service.sasl.clone() else {
             return Answer::Reply(reply("503 5.5.1 Error: authentication not enabled"));
         };
+        if let Some(rate) = &self.service.auth_rate {
+            let ip = conn.peer.ip();
+            let exempt = self
+                .service
+                .restrictions
+                .exempt_from_limits(ip, "unknown")
+                .await;
+            if let Some(count) = rate.over(ip).filter(|_| !exempt) {
+                self.service.log.warning(&format!(
+                    "AUTH command rate limit exceeded: {count} from {} for service {}",
+                    self.client, self.service.name
+                ));
+                return Answer::Reply(reply(&format!(
+                    "450 4.7.1 Error: too many AUTH commands from {ip}"
+                )));
+            }
+        }
         let facts = ClientFacts {
             remote_ip: Some(conn.peer.ip()),
             local_ip: Some(conn.local.ip()),

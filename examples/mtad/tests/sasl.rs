@@ -274,13 +274,12 @@ fn authenticated_users_relay_and_nobody_else_does() {
     );
 }
 
-#[test]
-fn the_site_password_table_works_without_dovecot() {
-    if !have("swaks") {
-        return;
-    }
+/// The site with its own password table, `extra` main.cf lines added,
+/// outside mail parked at a closed port; its directory, submission port
+/// and the running daemon.
+fn start_site(name: &str, extra: &str) -> (PathBuf, u16, Running) {
     let (smtp, submission) = (free_port(), free_port());
-    let dir = common::compiled_site("sasl-table", |master| {
+    let dir = common::compiled_site(name, |master| {
         master
             .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
             .replace("127.0.0.1:5870", &format!("127.0.0.1:{submission}"))
@@ -288,11 +287,11 @@ fn the_site_password_table_works_without_dovecot() {
     let closed = free_port();
     let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
     main_cf.push_str(&format!(
-        "transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{closed} }}\n"
+        "transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{closed} }}\n{extra}"
     ));
     std::fs::write(dir.join("main.cf"), main_cf).unwrap();
     let log_file = std::fs::File::create(dir.join("mtad.log")).unwrap();
-    let _daemon = Running(
+    let daemon = Running(
         Command::new(MTAD)
             .args(["-c", &dir.display().to_string()])
             .stderr(Stdio::from(log_file))
@@ -304,6 +303,60 @@ fn the_site_password_table_works_without_dovecot() {
         assert!(Instant::now() < until, "mtad did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    (dir, submission, daemon)
+}
+
+#[test]
+fn auth_attempts_are_rate_limited_per_client() {
+    if !have("swaks") {
+        return;
+    }
+    // Loopback is in $mynetworks, which smtpd_client_event_limit_exceptions
+    // exempts by default: take the exemption away.
+    let (dir, submission, _daemon) = start_site(
+        "sasl-rate",
+        "smtpd_client_auth_rate_limit = 2\nsmtpd_client_event_limit_exceptions =\n",
+    );
+    let attempt = || {
+        swaks(
+            submission,
+            &[
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "erin@example.org",
+                "--auth-password",
+                "guess",
+                "--from",
+                "erin@example.org",
+                "--to",
+                "dave@example.net",
+            ],
+        )
+        .1
+    };
+    for _ in 0..2 {
+        let t = attempt();
+        assert!(t.contains("<~* 535 5.7.8"), "{t}");
+    }
+    let t = attempt();
+    assert!(
+        t.contains("<~* 450 4.7.1 Error: too many AUTH commands from 127.0.0.1"),
+        "{t}"
+    );
+    let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+    assert!(
+        log.contains("AUTH command rate limit exceeded: 3 from unknown[127.0.0.1] for service"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_site_password_table_works_without_dovecot() {
+    if !have("swaks") {
+        return;
+    }
+    let (dir, submission, _daemon) = start_site("sasl-table", "");
     // The site's sasl_passwd: every demo user's password is change-me.
     let (ok, t) = swaks(
         submission,
