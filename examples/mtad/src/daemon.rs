@@ -240,6 +240,9 @@ pub(crate) async fn run(
                 _ => None,
             },
             name: service.name().to_owned(),
+            tls_received_header: svc_config
+                .boolean("smtpd_tls_received_header")
+                .map_err(fatal)?,
             sasl_header: svc_config
                 .boolean("smtpd_sasl_authenticated_header")
                 .map_err(fatal)?,

@@ -46,6 +46,8 @@ pub(crate) struct Service {
     pub(crate) sasl: Option<Arc<dyn Authenticator>>,
     /// `smtpd_sasl_authenticated_header`.
     pub(crate) sasl_header: bool,
+    /// `smtpd_tls_received_header`: the protocol and cipher in Received.
+    pub(crate) tls_received_header: bool,
     /// `smtpd_client_auth_rate_limit` per `anvil_rate_time_unit`.
     pub(crate) auth_rate: Option<RateLimit>,
     /// The service name, for rate limit warnings.
@@ -171,7 +173,7 @@ impl Session {
     fn received(&self, conn: &ConnectionInfo, id: &str) -> String {
         let helo = self.helo.as_deref().unwrap_or("unknown");
         let mut h = format!("Received: from {helo} (unknown [{}])\r\n", conn.peer.ip());
-        if let Some(tls) = &conn.tls {
+        if let (true, Some(tls)) = (self.service.tls_received_header, &conn.tls) {
             h.push_str(&format!(
                 "\t(using {} with cipher {})\r\n",
                 tls.protocol, tls.cipher

@@ -29,8 +29,8 @@ fn site(name: &str) -> (PathBuf, u16, u16) {
     let (smtp, submission) = (free_port(), free_port());
     let dir = common::compiled_site(name, |master| {
         master
-            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-            .replace("127.0.0.1:5870", &format!("127.0.0.1:{submission}"))
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{submission} "))
     });
     (dir, smtp, submission)
 }

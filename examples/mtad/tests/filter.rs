@@ -105,8 +105,8 @@ fn mail_goes_through_the_filter_once_and_aliases_expand_after_it() {
     let (smtp, reinject, filter) = (free_port(), free_port(), free_port());
     let dir = common::compiled_site("filter", |master| {
         let mut m = master
-            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-            .replace("127.0.0.1:5870", &format!("127.0.0.1:{}", free_port()));
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{} ", free_port()));
         // FILTER_README's re-injection service.
         m.push_str(&format!(
             "127.0.0.1:{reinject} inet n - n - - smtpd\n\

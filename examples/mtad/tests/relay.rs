@@ -140,8 +140,8 @@ fn mail_for_the_internet_is_relayed_and_refusals_bounce() {
     let smtp = free_port();
     let dir = common::compiled_site("relay", |master| {
         master
-            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-            .replace("127.0.0.1:5870", &format!("127.0.0.1:{}", free_port()))
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{} ", free_port()))
     });
     let (_ok_sink, ok_port) = sink(&dir.join("sink-ok"), &[]);
     let (_no_sink, no_port) = sink(&dir.join("sink-no"), &["-f", "RCPT"]);

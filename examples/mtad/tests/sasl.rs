@@ -148,8 +148,8 @@ fn authenticated_users_relay_and_nobody_else_does() {
     let (smtp, submission) = (free_port(), free_port());
     let dir = common::compiled_site("sasl", |master| {
         master
-            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-            .replace("127.0.0.1:5870", &format!("127.0.0.1:{submission}"))
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{submission} "))
     });
     let dovecot_dir = dir.join("dovecot");
     let _dovecot = start_dovecot(&dovecot_dir);
@@ -281,8 +281,8 @@ fn start_site(name: &str, extra: &str) -> (PathBuf, u16, Running) {
     let (smtp, submission) = (free_port(), free_port());
     let dir = common::compiled_site(name, |master| {
         master
-            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-            .replace("127.0.0.1:5870", &format!("127.0.0.1:{submission}"))
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{submission} "))
     });
     let closed = free_port();
     let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();

@@ -55,10 +55,10 @@ fn start(name: &str, main_cf: &str) -> (PathBuf, u16, u16, Running) {
     let (smtp, submission) = (free_port(), free_port());
     let dir = common::compiled_site(name, |master| {
         master
-            .replace("127.0.0.1:2525", &format!("127.0.0.1:{smtp}"))
-            .replace("127.0.0.1:5870", &format!("127.0.0.1:{submission}"))
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{submission} "))
             // smtps on the submission port plus one, for the test below.
-            .replace("127.0.0.1:4650", &format!("127.0.0.1:{}", submission + 1))
+            .replace("127.0.0.1:4650 ", &format!("127.0.0.1:{} ", submission + 1))
     });
     let mut text = std::fs::read_to_string(dir.join("main.cf")).unwrap();
     text.push_str(main_cf);

@@ -34,7 +34,7 @@ pub(crate) fn compiled_site(name: &str, edit_master: impl Fn(String) -> String) 
         .local_addr()
         .unwrap()
         .port();
-    let master = master.replace("127.0.0.1:4650", &format!("127.0.0.1:{smtps}"));
+    let master = master.replace("127.0.0.1:4650 ", &format!("127.0.0.1:{smtps} "));
     std::fs::write(dir.join("master.cf"), master).unwrap();
     let c = dir.display().to_string();
     for (tool, table) in [
