@@ -84,9 +84,11 @@ use mta_core::delivery::{
 };
 use mta_core::dns::{DnsAnswer, MxRecord, Resolver};
 use mta_core::reply::{EnhancedStatus, Reply, ReplyClass, StatusClass};
+use mta_maps::list::MapList;
+use mta_maps::registry::Registry;
 use mta_smtp::client::{FailureKind, RecipientOutcome, RecipientSpec, Transaction, Verdict};
 use mta_smtp::command::Body;
-use mta_smtp::connector::{ConnectError, Connection, Connector};
+use mta_smtp::connector::{AuthError, ConnectError, Connection, Connector};
 
 use crate::content::ContentReader;
 
@@ -377,6 +379,49 @@ pub struct SmtpAgent {
     dns: Arc<dyn Resolver>,
     cache: Cache,
     shuffle: RandomState,
+    sasl: Option<SaslClient>,
+}
+
+/// The SASL client settings (`smtp_sasl_auth_enable = yes`).
+#[derive(Debug, Clone)]
+pub struct SaslClient {
+    /// `smtp_sasl_password_maps`: `user:password` by next hop, then by
+    /// server host name.
+    pub password_maps: MapList,
+    /// `smtp_sasl_security_options`, for sessions without TLS.
+    pub security_options: Vec<String>,
+    /// `smtp_sasl_tls_security_options`, for sessions with TLS.
+    pub tls_security_options: Vec<String>,
+}
+
+impl SaslClient {
+    /// The settings from `config` (`smtp_` or `lmtp_` parameters), with
+    /// the password tables opened through `registry`; `None` when
+    /// `smtp_sasl_auth_enable` is off.
+    ///
+    /// # Errors
+    ///
+    /// A parameter of the wrong kind, a table that cannot be opened.
+    pub fn from_config(
+        config: &Config,
+        registry: &Registry,
+        lmtp: bool,
+    ) -> Result<Option<SaslClient>, ConfigError> {
+        let p = if lmtp { "lmtp" } else { "smtp" };
+        if !config.boolean(&format!("{p}_sasl_auth_enable"))? {
+            return Ok(None);
+        }
+        let name = format!("{p}_sasl_password_maps");
+        let value = config.expanded(&name)?;
+        let password_maps = registry
+            .open_list(&value)
+            .map_err(|e| config.bad_value(&name, &value, e.to_string()))?;
+        Ok(Some(SaslClient {
+            password_maps,
+            security_options: config.list(&format!("{p}_sasl_security_options"))?,
+            tls_security_options: config.list(&format!("{p}_sasl_tls_security_options"))?,
+        }))
+    }
 }
 
 impl SmtpAgent {
@@ -389,7 +434,85 @@ impl SmtpAgent {
             dns,
             cache: Arc::new(Mutex::new(HashMap::new())),
             shuffle: RandomState::new(),
+            sasl: None,
         }
+    }
+
+    /// Logs in to servers with credentials from `sasl`'s tables.
+    pub fn with_sasl(mut self, sasl: SaslClient) -> SmtpAgent {
+        self.sasl = Some(sasl);
+        self
+    }
+
+    /// Logs in when the tables have credentials for this next hop or
+    /// server (Postfix's order: the next hop as written, then the server
+    /// host name). `Err` is the deferral for the recipients.
+    async fn login(
+        &self,
+        connection: &mut Connection,
+        nexthop: &str,
+        server: &Server,
+    ) -> Result<(), StatusDetail> {
+        let Some(sasl) = &self.sasl else {
+            return Ok(());
+        };
+        let defer = |text: String| {
+            StatusDetail::new(
+                status(StatusClass::PersistentTransient, 7, 0),
+                text,
+                server.relay(),
+            )
+        };
+        let mut found = None;
+        for key in [nexthop.trim(), server.name.as_str()] {
+            match sasl.password_maps.lookup(key).await {
+                Ok(Some(v)) => {
+                    found = Some(v.into_owned());
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(defer(format!("smtp_sasl_password_maps: {e}"))),
+            }
+        }
+        // No credentials for this server: send without logging in.
+        let Some(credentials) = found else {
+            return Ok(());
+        };
+        let (user, password) = credentials.split_once(':').unwrap_or((&credentials, ""));
+        let options = if connection.tls().is_some() {
+            &sasl.tls_security_options
+        } else {
+            &sasl.security_options
+        };
+        let plaintext_ok = !options.iter().any(|o| o == "noplaintext");
+        let allowed: &[&str] = if plaintext_ok {
+            &["PLAIN", "LOGIN"]
+        } else {
+            &[]
+        };
+        connection
+            .authenticate(user, password, allowed)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                AuthError::NoMechanism { offered } => defer(format!(
+                    "SASL authentication failed: server {} offered no compatible authentication mechanisms for this type of connection security (offered: {offered})",
+                    server.peer()
+                )),
+                // The server's enhanced status, made temporary
+                // (smtp_sasl_auth_soft_bounce = yes).
+                AuthError::Refused { reply, .. } => {
+                    let mut d = defer(format!(
+                        "SASL authentication failed; server {} said: {reply}",
+                        server.peer()
+                    ));
+                    if let Some(s) = reply.status() {
+                        d.dsn = status(StatusClass::PersistentTransient, s.subject(), s.detail());
+                    }
+                    d.with_remote_reply(reply)
+                }
+                other => defer(other.to_string()),
+            })
     }
 
     /// The servers for `nexthop`, in the order they are tried (fallback
@@ -714,11 +837,23 @@ impl SmtpAgent {
                 None => self.connector.connect(server.address, &server.name).await,
             };
             match connected {
-                Ok(connection) => {
+                Ok(mut connection) => {
                     sessions += 1;
                     let final_server = i + 1 == count
                         || (self.config.mx_session_limit > 0
                             && sessions >= self.config.mx_session_limit);
+                    if let Err(detail) =
+                        self.login(&mut connection, &request.nexthop, &server).await
+                    {
+                        // As Postfix with smtp_sasl_auth_soft_bounce: the
+                        // mail waits, the next server is tried.
+                        last = Some(detail);
+                        connection.quit().await;
+                        if final_server {
+                            break;
+                        }
+                        continue;
+                    }
                     let session = Session {
                         connection,
                         server,

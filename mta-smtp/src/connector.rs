@@ -105,7 +105,7 @@ use crate::client::{
 use crate::transport::TlsInfo;
 use mta_core::address::MailAddress;
 use mta_core::config::{Config, ConfigError};
-use mta_core::reply::{Reply, ReplyCode};
+use mta_core::reply::{Reply, ReplyClass, ReplyCode};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
@@ -249,6 +249,39 @@ impl ConnectError {
         match self {
             ConnectError::Session(failure) => failure.by_client,
             _ => true,
+        }
+    }
+}
+
+/// Why [`Connection::authenticate`] did not log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// The server offers none of the allowed mechanisms.
+    NoMechanism {
+        /// What it offers, space-separated.
+        offered: String,
+    },
+    /// The server refused the credentials or the mechanism.
+    Refused {
+        /// `SASL authentication failed; server HOST said: REPLY`.
+        message: String,
+        /// The server's reply.
+        reply: Reply,
+    },
+    /// The session failed (timeout, lost connection); the text says how.
+    Session(String),
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::NoMechanism { offered } => write!(
+                f,
+                "SASL authentication failed: server offered no compatible authentication mechanism (offered: {offered})"
+            ),
+            AuthError::Refused { message, .. } | AuthError::Session(message) => {
+                f.write_str(message)
+            }
         }
     }
 }
@@ -740,6 +773,87 @@ impl Connection {
             self.content_buf = Vec::new();
         }
         result
+    }
+
+    /// Logs in with `PLAIN` (preferred) or `LOGIN`, whichever of
+    /// `allowed` the server offers, as Postfix's `smtp_sasl_*` client
+    /// does. Returns the mechanism used.
+    ///
+    /// # Errors
+    ///
+    /// An [`AuthError`]: no usable mechanism (the caller sends without
+    /// AUTH or defers, as its policy says), or the server's refusal, or
+    /// the session's failure.
+    pub async fn authenticate(
+        &mut self,
+        username: &str,
+        password: &str,
+        allowed: &[&str],
+    ) -> Result<&'static str, AuthError> {
+        let offered = &self.capabilities.auth;
+        let usable = |m: &str| {
+            offered.iter().any(|o| o == m) && allowed.iter().any(|a| a.eq_ignore_ascii_case(m))
+        };
+        let mechanism = if usable("PLAIN") {
+            "PLAIN"
+        } else if usable("LOGIN") {
+            "LOGIN"
+        } else {
+            return Err(AuthError::NoMechanism {
+                offered: offered.join(" "),
+            });
+        };
+        let now = Instant::now();
+        if mechanism == "PLAIN" {
+            let mut initial = Vec::with_capacity(username.len() + password.len() + 2);
+            initial.push(0);
+            initial.extend_from_slice(username.as_bytes());
+            initial.push(0);
+            initial.extend_from_slice(password.as_bytes());
+            self.session.auth("PLAIN", Some(&initial), now);
+        } else {
+            self.session.auth("LOGIN", None, now);
+        }
+        let mut step = 0;
+        while let Some(event) = self.next_event(None::<&mut tokio::io::Empty>).await {
+            match event {
+                ClientEvent::AuthChallenge(_) if mechanism == "LOGIN" && step < 2 => {
+                    let answer = if step == 0 { username } else { password };
+                    step += 1;
+                    self.session
+                        .auth_response(answer.as_bytes(), Instant::now());
+                }
+                // Not a challenge LOGIN or PLAIN should see: an empty
+                // answer, which the server refuses.
+                ClientEvent::AuthChallenge(_) => {
+                    self.session.auth_response(b"", Instant::now());
+                }
+                ClientEvent::AuthDone(reply) => {
+                    return if reply.code().class() == ReplyClass::PositiveCompletion {
+                        Ok(mechanism)
+                    } else {
+                        Err(AuthError::Refused {
+                            message: format!(
+                                "SASL authentication failed; server {} said: {reply}",
+                                self.peer_name
+                            ),
+                            reply,
+                        })
+                    };
+                }
+                _ => {}
+            }
+        }
+        let failure = self.failure.clone();
+        Err(AuthError::Session(failure.map_or_else(
+            || {
+                format!(
+                    "lost connection with {} while performing SASL authentication",
+                    self.peer_name
+                )
+            },
+            |f| f.message,
+        )))
     }
 
     /// Ends the session politely: `QUIT`, its reply (or its timeout),

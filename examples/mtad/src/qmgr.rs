@@ -18,7 +18,7 @@ use mta_delivery::discard::Discard;
 use mta_delivery::error::ErrorAgent;
 use mta_delivery::local::{LocalAgent, LocalConfig};
 use mta_delivery::pipe::{PipeAgent, PipeConfig};
-use mta_delivery::smtp::{SmtpAgent, SmtpConfig};
+use mta_delivery::smtp::{SaslClient, SmtpAgent, SmtpConfig};
 use mta_delivery::virtual_agent::{VirtualAgent, VirtualConfig};
 use mta_maps::class::AddressResolver;
 use mta_maps::registry::Registry;
@@ -124,7 +124,13 @@ pub(crate) fn scheduler(
                 if let Some((tls, verification)) = client_tls(&svc_config, lmtp).map_err(fatal)? {
                     connector = connector.with_tls(tls, verification);
                 }
-                Arc::new(SmtpAgent::new(smtp, connector, Arc::clone(dns)))
+                let mut agent = SmtpAgent::new(smtp, connector, Arc::clone(dns));
+                if let Some(sasl) =
+                    SaslClient::from_config(&svc_config, registry, lmtp).map_err(fatal)?
+                {
+                    agent = agent.with_sasl(sasl);
+                }
+                Arc::new(agent)
             }
             "pipe" => {
                 match PipeConfig::parse(name, service.command().operands(), &svc_config) {
