@@ -403,11 +403,8 @@ fn relaying_through_a_smarthost_that_wants_a_login() {
                 .find(|l| l.contains("to=<dave@example.net>") && l.contains("status="))
                 .map(str::to_owned);
             if let Some(line) = line {
+                assert!(line.contains(expect), "{name}: {line}");
                 if delivered {
-                    assert!(
-                        line.contains("status=sent (250 2.0.0 Ok: queued as "),
-                        "{line}"
-                    );
                     let got = wait_for_message(
                         &remote.join("state/mail/example.net/dave/new"),
                         &remote.join("mtad.log"),
