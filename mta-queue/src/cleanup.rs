@@ -81,6 +81,10 @@ pub struct Submission {
     pub no_address_mappings: bool,
     /// `receive_override_options = no_header_body_checks`.
     pub no_header_body_checks: bool,
+    /// A `HOLD` from the SMTP restrictions: the message goes to `hold`.
+    pub hold: bool,
+    /// A `DISCARD` from the SMTP restrictions: accepted and dropped.
+    pub discard: bool,
 }
 
 /// Why a message was not queued.
@@ -132,6 +136,9 @@ pub struct CleanupMessage {
     filter: Option<ContentFilter<'static>>,
     buffer: Vec<u8>,
     error: Option<io::Error>,
+    /// HOLD and DISCARD decided before the content (restrictions).
+    hold: bool,
+    discard: bool,
 }
 
 /// A message that is written and being committed.
@@ -244,6 +251,8 @@ impl Cleanup {
             )),
             buffer: Vec::new(),
             error: None,
+            hold: submission.hold,
+            discard: submission.discard,
         };
         for line in &submission.prepend {
             message.write(line.as_bytes());
@@ -294,7 +303,9 @@ impl CleanupMessage {
         let buffer = &mut self.buffer;
         let mut sink = |p: Piece<'_>| p.write_to(buffer);
         let filter = self.filter.take().expect("finish once");
-        let verdict = filter.finish(&mut sink);
+        let mut verdict = filter.finish(&mut sink);
+        verdict.hold |= self.hold;
+        verdict.discard |= self.discard;
         self.flush();
         if let Some(reply) = verdict.reply() {
             self.remove();
@@ -433,6 +444,8 @@ mod tests {
             internal: false,
             no_address_mappings: false,
             no_header_body_checks: false,
+            hold: false,
+            discard: false,
         }
     }
 

@@ -304,6 +304,8 @@ pub async fn submit(
         internal: true,
         no_address_mappings: false,
         no_header_body_checks: false,
+        hold: false,
+        discard: false,
     };
     let mut m = cleanup.begin(submission)?;
     m.write(message);

@@ -868,6 +868,8 @@ impl Scheduler {
             internal: true,
             no_address_mappings: false,
             no_header_body_checks: false,
+            hold: false,
+            discard: false,
         };
         let queued = async {
             let mut m = cleanup.begin(submission)?;

@@ -14,6 +14,7 @@ use mta_core::dns::Resolver;
 use mta_core::reply::{ParseStatus, Reply, parse_reply};
 use mta_queue::cleanup::{Cleanup, CleanupMessage, Submission};
 use mta_queue::file::{Recipient, notify};
+use mta_restrictions::access::MessageAction;
 use mta_restrictions::content::MessageContext;
 use mta_restrictions::restriction::{Decision, Restrictions, SmtpContext, Stage, Verdict};
 use mta_smtp::command::MailParameters;
@@ -109,6 +110,9 @@ pub(crate) struct Session {
     auth: Option<(Box<dyn Conversation>, String)>,
     /// After a successful AUTH: the mechanism and the login name.
     login: Option<(String, String)>,
+    /// HOLD, DISCARD, FILTER, REDIRECT, PREPEND and BCC from the
+    /// restrictions, for this message.
+    actions: Vec<MessageAction>,
 }
 
 impl Session {
@@ -124,12 +128,14 @@ impl Session {
             extended: false,
             auth: None,
             login: None,
+            actions: Vec::new(),
         }
     }
 
     fn reset(&mut self) {
         self.sender = None;
         self.recipients.clear();
+        self.actions.clear();
         if let Some(m) = self.message.take() {
             m.abort();
         }
@@ -154,6 +160,15 @@ impl Session {
             .await;
         for line in &decision.log {
             self.service.log.info(line);
+        }
+        if !decision.is_reject() {
+            // Restrictions evaluated again at each RCPT fire their actions
+            // again: each counts once.
+            for a in &decision.actions {
+                if !self.actions.contains(a) {
+                    self.actions.push(a.clone());
+                }
+            }
         }
         decision
     }
@@ -430,10 +445,31 @@ impl Session {
             attributes.push(("content_filter".into(), self.service.content_filter.clone()));
         }
         let sender = from.mailbox().map(|m| m.to_string()).unwrap_or_default();
+        // The restrictions' message actions, as Postfix's cleanup applies
+        // them: the last FILTER and REDIRECT count.
+        let mut recipients = self.recipients.clone();
+        let (mut hold, mut discard) = (false, false);
+        let mut prepend = Vec::new();
+        for action in &self.actions {
+            match action {
+                MessageAction::Hold(_) => hold = true,
+                MessageAction::Discard(_) => discard = true,
+                MessageAction::Filter(f) => {
+                    attributes.retain(|(n, _)| n != "content_filter");
+                    attributes.push(("content_filter".into(), f.clone()));
+                }
+                MessageAction::Redirect(to) => {
+                    recipients = vec![Recipient::new(to.clone())];
+                }
+                MessageAction::Bcc(to) => recipients.push(Recipient::new(to.clone())),
+                MessageAction::Prepend(h) => prepend.push(h.clone()),
+                _ => {}
+            }
+        }
         let submission = Submission {
             arrival,
             sender: sender.clone(),
-            recipients: self.recipients.clone(),
+            recipients,
             attributes,
             context: MessageContext {
                 queue_id: None,
@@ -443,10 +479,12 @@ impl Session {
                 protocol: Some(self.protocol(conn)),
                 helo: self.helo.clone(),
             },
-            prepend: Vec::new(),
+            prepend,
             internal: false,
             no_address_mappings: self.service.no_address_mappings,
             no_header_body_checks: self.service.no_header_body_checks,
+            hold,
+            discard,
         };
         match self.service.cleanup.begin(submission) {
             Ok(mut m) => {

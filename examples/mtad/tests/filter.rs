@@ -189,3 +189,107 @@ fn mail_goes_through_the_filter_once_and_aliases_expand_after_it() {
         "carol@example.org staff@example.com\n"
     );
 }
+
+#[test]
+fn access_table_actions_filter_and_hold_single_messages() {
+    let python = Command::new("python3").arg("--version").output();
+    if python.map(|o| !o.status.success()).unwrap_or(true) {
+        if std::env::var_os("CI").is_some() {
+            panic!("python3 is not installed: CI must install it");
+        }
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let (smtp, reinject, filter) = (free_port(), free_port(), free_port());
+    let dir = common::compiled_site("filter-action", |master| {
+        let mut m = master
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{} ", free_port()));
+        m.push_str(&format!(
+            "127.0.0.1:{reinject} inet n - n - - smtpd\n\
+             \x20 -o content_filter=\n\
+             \x20 -o smtpd_sender_restrictions=\n\
+             \x20 -o smtpd_recipient_restrictions=permit_mynetworks,reject\n"
+        ));
+        m
+    });
+    // No content_filter: only what the access table sends goes through
+    // the filter (FILTER), and HOLD parks a message.
+    let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
+    main_cf.push_str(&format!(
+        "smtpd_sender_restrictions = check_sender_access inline:{{ \
+         {{ carol@example.org = FILTER smtp:[127.0.0.1]:{filter} }}, \
+         {{ dave@example.org = HOLD suspicious }} }}\n"
+    ));
+    std::fs::write(dir.join("main.cf"), main_cf).unwrap();
+    let seen: PathBuf = dir.join("filter.log");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/add_header_filter.py");
+    let _filter = Running(
+        Command::new("python3")
+            .arg(&script)
+            .args([&filter.to_string(), &reinject.to_string()])
+            .arg(&seen)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(filter, "the filter");
+    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
+    let _daemon = Running(
+        Command::new(MTAD)
+            .args(["-c", &dir.display().to_string()])
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(smtp, "mtad");
+    for from in ["carol@example.org", "alice@example.org"] {
+        let r = send(
+            smtp,
+            from,
+            "bob@example.com",
+            &format!("Subject: from {from}\n\nhi\n"),
+        );
+        assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    }
+    let r = send(
+        smtp,
+        "dave@example.org",
+        "bob@example.com",
+        "Subject: held\n\nwait\n",
+    );
+    let held = r
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{r}"))
+        .trim()
+        .to_owned();
+    let new = dir.join("state/mail/example.com/bob/new");
+    let until = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got = messages(&new);
+        if got.len() >= 2 {
+            break got;
+        }
+        assert!(Instant::now() < until, "{} messages", got.len());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let carol = got
+        .iter()
+        .find(|m| m.contains("Subject: from carol"))
+        .unwrap();
+    let alice = got
+        .iter()
+        .find(|m| m.contains("Subject: from alice"))
+        .unwrap();
+    assert!(
+        carol.contains("X-Filtered: by the test filter\n"),
+        "{carol}"
+    );
+    assert!(!alice.contains("X-Filtered"), "{alice}");
+    assert!(
+        dir.join("state/queue/hold").join(&held).exists(),
+        "not held"
+    );
+    assert!(messages(&new).iter().all(|m| !m.contains("Subject: held")));
+}
