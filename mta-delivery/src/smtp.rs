@@ -380,7 +380,12 @@ pub struct SmtpAgent {
     cache: Cache,
     shuffle: RandomState,
     sasl: Option<SaslClient>,
+    log: Option<LogFn>,
 }
+
+/// Where the agent writes its own log lines (the TLS handshake), as
+/// Postfix's smtp(8) logs them.
+pub type LogFn = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The SASL client settings (`smtp_sasl_auth_enable = yes`).
 #[derive(Debug, Clone)]
@@ -435,7 +440,15 @@ impl SmtpAgent {
             cache: Arc::new(Mutex::new(HashMap::new())),
             shuffle: RandomState::new(),
             sasl: None,
+            log: None,
         }
+    }
+
+    /// Logs the agent's own events (`Untrusted TLS connection
+    /// established to ...`) through `log`.
+    pub fn with_log(mut self, log: LogFn) -> SmtpAgent {
+        self.log = Some(log);
+        self
     }
 
     /// Logs in to servers with credentials from `sasl`'s tables.
@@ -839,6 +852,13 @@ impl SmtpAgent {
             match connected {
                 Ok(mut connection) => {
                     sessions += 1;
+                    if let (Some(log), Some(tls)) = (&self.log, connection.tls()) {
+                        log(&format!(
+                            "{} TLS connection established to {}: {tls}",
+                            tls.trust,
+                            connection.peer_name()
+                        ));
+                    }
                     let final_server = i + 1 == count
                         || (self.config.mx_session_limit > 0
                             && sessions >= self.config.mx_session_limit);

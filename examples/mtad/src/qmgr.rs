@@ -124,7 +124,10 @@ pub(crate) fn scheduler(
                 if let Some((tls, verification)) = client_tls(&svc_config, lmtp).map_err(fatal)? {
                     connector = connector.with_tls(tls, verification);
                 }
-                let mut agent = SmtpAgent::new(smtp, connector, Arc::clone(dns));
+                let syslog = svc_config.expanded("syslog_name").map_err(fatal)?;
+                let agent_log = Log::new(&hostname, &syslog, program);
+                let mut agent = SmtpAgent::new(smtp, connector, Arc::clone(dns))
+                    .with_log(Arc::new(move |line: &str| agent_log.info(line)));
                 if let Some(sasl) =
                     SaslClient::from_config(&svc_config, registry, lmtp).map_err(fatal)?
                 {

@@ -113,6 +113,8 @@ pub(crate) struct Session {
     /// HOLD, DISCARD, FILTER, REDIRECT, PREPEND and BCC from the
     /// restrictions, for this message.
     actions: Vec<MessageAction>,
+    /// Whether the TLS handshake has been logged.
+    tls_logged: bool,
 }
 
 impl Session {
@@ -129,6 +131,7 @@ impl Session {
             auth: None,
             login: None,
             actions: Vec::new(),
+            tls_logged: false,
         }
     }
 
@@ -214,6 +217,19 @@ impl Session {
     }
 
     async fn handle(&mut self, event: &Event, conn: &ConnectionInfo) -> Option<Answer> {
+        if let (false, Some(tls)) = (self.tls_logged, &conn.tls) {
+            // As Postfix's smtpd, once per session; no client certificate
+            // is asked for, so the session is "Anonymous".
+            self.tls_logged = true;
+            let client = if self.client.is_empty() {
+                conn.client()
+            } else {
+                self.client.clone()
+            };
+            self.service.log.info(&format!(
+                "Anonymous TLS connection established from {client}: {tls}"
+            ));
+        }
         match event {
             Event::Connect => {
                 self.client = conn.client();

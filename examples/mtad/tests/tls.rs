@@ -276,7 +276,7 @@ fn the_smtp_client_honours_its_tls_security_level() {
          smtpd_sender_restrictions =\n",
     );
     for (n, level) in ["may", "encrypt", "verify", "none"].iter().enumerate() {
-        let (dir, smtp, _, _daemon) = start(
+        let (dir, smtp, _, daemon) = start(
             &format!("tls-client-{level}"),
             &format!(
                 "transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{remote_smtp} }}\n\
@@ -336,6 +336,16 @@ fn the_smtp_client_honours_its_tls_security_level() {
             hop.contains("(using TLSv1."),
             *level != "none",
             "level {level} (message {n}): {hop}"
+        );
+        // Both ends log the handshake as Postfix does.
+        let ours = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            ours.contains(&format!(
+                "postfix/smtp[{}]: Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:{remote_smtp}: TLSv1.",
+                daemon.0.id()
+            )),
+            *level != "none",
+            "level {level}: {ours}"
         );
     }
 }
