@@ -195,6 +195,9 @@ pub enum HashScheme {
     BlfCrypt,
     /// `{ARGON2ID}`, `$argon2id$...`.
     Argon2id,
+    /// `{SCRAM-SHA-256}`: the keys `SCRAM-SHA-256` needs; also checks
+    /// `PLAIN` and `LOGIN` passwords.
+    ScramSha256,
 }
 
 impl HashScheme {
@@ -204,6 +207,7 @@ impl HashScheme {
             "SHA512-CRYPT" => Some(HashScheme::Sha512Crypt),
             "BLF-CRYPT" | "BCRYPT" => Some(HashScheme::BlfCrypt),
             "ARGON2ID" | "ARGON2" => Some(HashScheme::Argon2id),
+            "SCRAM-SHA-256" => Some(HashScheme::ScramSha256),
             _ => None,
         }
     }
@@ -213,6 +217,7 @@ impl HashScheme {
             HashScheme::Sha512Crypt => "{SHA512-CRYPT}",
             HashScheme::BlfCrypt => "{BLF-CRYPT}",
             HashScheme::Argon2id => "{ARGON2ID}",
+            HashScheme::ScramSha256 => "",
         }
     }
 }
@@ -235,6 +240,9 @@ pub fn hash_password(password: &str, scheme: HashScheme) -> Result<String, Strin
         HashScheme::BlfCrypt => bcrypt::hash(password, bcrypt::DEFAULT_COST)
             .map_err(|e| e.to_string())?
             .replacen("$2b$", "$2y$", 1),
+        HashScheme::ScramSha256 => {
+            return Ok(ScramCredentials::derive(password, &random_bytes(16), 4096).render());
+        }
         HashScheme::Argon2id => {
             use argon2::PasswordHasher;
             argon2::Argon2::default()
@@ -256,6 +264,11 @@ pub fn hash_password(password: &str, scheme: HashScheme) -> Result<String, Strin
 /// mistake, reported rather than counted as a wrong password.
 pub fn verify_password(stored: &str, password: &str) -> Result<bool, String> {
     let stored = stored.trim();
+    if stored.starts_with("{SCRAM-SHA-256}") {
+        return ScramCredentials::parse(stored)
+            .map(|c| c.matches(password))
+            .ok_or_else(|| "bad SCRAM-SHA-256 entry".to_owned());
+    }
     let hash = match stored.strip_prefix('{').and_then(|r| r.split_once('}')) {
         Some((_, rest)) => rest,
         None => stored,
@@ -276,6 +289,283 @@ pub fn verify_password(stored: &str, password: &str) -> Result<bool, String> {
             .is_ok());
     }
     Err("not a SHA512-CRYPT, BLF-CRYPT or ARGON2 hash".into())
+}
+
+/// `SCRAM-SHA-256` (RFC 5802, RFC 7677), the server side, as a sans-IO
+/// exchange: chosen as the challenge-response mechanism because the
+/// server stores no password (only a salted key pair, Dovecot's
+/// `{SCRAM-SHA-256}` format), the client proves it knows the password
+/// without sending it, and the server proves it knows the key, unlike
+/// CRAM-MD5, which needs the plaintext password (or its HMAC state) on
+/// the server and MD5. Channel binding is not offered (`n,,` and `y,,`
+/// clients are accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramCredentials {
+    /// The PBKDF2 iteration count.
+    pub iterations: u32,
+    /// The salt.
+    pub salt: Vec<u8>,
+    /// `H(HMAC(SaltedPassword, "Client Key"))`.
+    pub stored_key: [u8; 32],
+    /// `HMAC(SaltedPassword, "Server Key")`.
+    pub server_key: [u8; 32],
+}
+
+fn hmac256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+/// Equal in time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl ScramCredentials {
+    /// The key pair for `password` with `salt` and `iterations`.
+    pub fn derive(password: &str, salt: &[u8], iterations: u32) -> ScramCredentials {
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), salt, iterations, &mut salted);
+        let client_key = hmac256(&salted, b"Client Key");
+        ScramCredentials {
+            iterations,
+            salt: salt.to_vec(),
+            stored_key: sha256(&client_key),
+            server_key: hmac256(&salted, b"Server Key"),
+        }
+    }
+
+    /// Reads `{SCRAM-SHA-256}ITERATIONS,SALT,STOREDKEY,SERVERKEY` (base64
+    /// fields, Dovecot's format).
+    pub fn parse(stored: &str) -> Option<ScramCredentials> {
+        let rest = stored.trim().strip_prefix("{SCRAM-SHA-256}")?;
+        let mut f = rest.split(',');
+        let iterations = f
+            .next()?
+            .parse()
+            .ok()
+            .filter(|&n: &u32| (1..=10_000_000).contains(&n))?;
+        let salt = base64_decode(f.next()?.as_bytes())?;
+        let key =
+            |t: Option<&str>| -> Option<[u8; 32]> { base64_decode(t?.as_bytes())?.try_into().ok() };
+        let stored_key = key(f.next())?;
+        let server_key = key(f.next())?;
+        f.next().is_none().then_some(ScramCredentials {
+            iterations,
+            salt,
+            stored_key,
+            server_key,
+        })
+    }
+
+    /// The stored form, as [`ScramCredentials::parse`] reads it.
+    pub fn render(&self) -> String {
+        let b = |d: &[u8]| {
+            let mut out = Vec::new();
+            base64_encode(d, &mut out);
+            String::from_utf8(out).unwrap_or_default()
+        };
+        format!(
+            "{{SCRAM-SHA-256}}{},{},{},{}",
+            self.iterations,
+            b(&self.salt),
+            b(&self.stored_key),
+            b(&self.server_key)
+        )
+    }
+
+    /// Whether `password` derives these keys (for `PLAIN` and `LOGIN`
+    /// against a SCRAM entry).
+    pub fn matches(&self, password: &str) -> bool {
+        let other = ScramCredentials::derive(password, &self.salt, self.iterations);
+        same(&other.stored_key, &self.stored_key)
+    }
+}
+
+/// One `SCRAM-SHA-256` exchange, server side.
+#[derive(Debug)]
+pub struct ScramServer {
+    username: String,
+    client_first_bare: String,
+    nonce: String,
+    server_first: String,
+    credentials: Option<ScramCredentials>,
+}
+
+/// Random bytes from the kernel, for nonces.
+fn random_bytes(n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut buf);
+    }
+    buf
+}
+
+/// `=2C` and `=3D` undone (RFC 5802 saslname).
+fn saslname(text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('=') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3)?;
+        out.push(match code {
+            "2C" => ',',
+            "3D" => '=',
+            _ => return None,
+        });
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+impl ScramServer {
+    /// Reads the client-first message (`n,,n=user,r=nonce`); returns the
+    /// exchange and the login name to look up.
+    ///
+    /// # Errors
+    ///
+    /// A malformed message, channel binding asked for, or an
+    /// authorization identity (not supported).
+    pub fn client_first(message: &[u8]) -> Result<(ScramServer, String), &'static str> {
+        let text = std::str::from_utf8(message)
+            .map_err(|_| "Invalid authentication mechanism response")?;
+        let bad = "Invalid authentication mechanism response";
+        let (cbind, rest) = text.split_once(',').ok_or(bad)?;
+        if cbind.starts_with('p') {
+            return Err("Channel binding is not supported");
+        }
+        if cbind != "n" && cbind != "y" {
+            return Err(bad);
+        }
+        let (authzid, bare) = rest.split_once(',').ok_or(bad)?;
+        if !authzid.is_empty() {
+            return Err("Authorization identities are not supported");
+        }
+        let mut user = None;
+        let mut nonce = None;
+        for attr in bare.split(',') {
+            if let Some(v) = attr.strip_prefix("n=") {
+                user = saslname(v);
+            } else if let Some(v) = attr.strip_prefix("r=") {
+                nonce = Some(v.to_owned());
+            } else if attr.starts_with("m=") {
+                return Err(bad);
+            }
+        }
+        let user = user
+            .filter(|u| !u.is_empty() && u.len() <= FIELD_LIMIT)
+            .ok_or(bad)?;
+        let nonce = nonce
+            .filter(|n| {
+                !n.is_empty()
+                    && n.len() <= 256
+                    && n.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+            })
+            .ok_or(bad)?;
+        Ok((
+            ScramServer {
+                username: user.clone(),
+                client_first_bare: bare.to_owned(),
+                nonce,
+                server_first: String::new(),
+                credentials: None,
+            },
+            user,
+        ))
+    }
+
+    /// The server-first message for the user's stored keys. For an
+    /// unknown user (`None`) the salt and count look like a real user's,
+    /// and the exchange fails at the proof, so that names cannot be
+    /// probed.
+    pub fn server_first(&mut self, credentials: Option<&ScramCredentials>, seed: &str) -> String {
+        let mut nonce_bytes = random_bytes(18);
+        if nonce_bytes.iter().all(|&b| b == 0) {
+            nonce_bytes = sha256(format!("{seed}{:?}", std::time::SystemTime::now()).as_bytes())
+                [..18]
+                .to_vec();
+        }
+        let mut server_nonce = Vec::new();
+        base64_encode(&nonce_bytes, &mut server_nonce);
+        self.nonce.push_str(&String::from_utf8_lossy(&server_nonce));
+        let (salt, iterations) = match credentials {
+            Some(c) => (c.salt.clone(), c.iterations),
+            None => (
+                sha256(format!("mtad-scram-{seed}").as_bytes())[..16].to_vec(),
+                4096,
+            ),
+        };
+        self.credentials = credentials.cloned();
+        let mut salt_b64 = Vec::new();
+        base64_encode(&salt, &mut salt_b64);
+        self.server_first = format!(
+            "r={},s={},i={iterations}",
+            self.nonce,
+            String::from_utf8_lossy(&salt_b64)
+        );
+        self.server_first.clone()
+    }
+
+    /// The login name.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// Checks the client-final message; returns the server-final message
+    /// (`v=...`) when the proof holds.
+    ///
+    /// # Errors
+    ///
+    /// A wrong proof (or an unknown user), a nonce that is not ours, a
+    /// malformed message.
+    pub fn client_final(&mut self, message: &[u8]) -> Result<String, &'static str> {
+        let text = std::str::from_utf8(message).map_err(|_| "malformed client-final message")?;
+        let (without_proof, proof) = text
+            .rsplit_once(",p=")
+            .ok_or("malformed client-final message")?;
+        let mut nonce_ok = false;
+        let mut binding_ok = false;
+        for attr in without_proof.split(',') {
+            if let Some(v) = attr.strip_prefix("r=") {
+                nonce_ok = v == self.nonce;
+            } else if let Some(v) = attr.strip_prefix("c=") {
+                // "n,," or "y,," again: biws or eSws.
+                binding_ok = v == "biws" || v == "eSws";
+            }
+        }
+        if !nonce_ok || !binding_ok {
+            return Err("malformed client-final message");
+        }
+        let proof = base64_decode(proof.as_bytes()).ok_or("malformed client-final message")?;
+        let Some(creds) = &self.credentials else {
+            return Err("authentication failure");
+        };
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
+        let signature = hmac256(&creds.stored_key, auth_message.as_bytes());
+        if proof.len() != 32 {
+            return Err("authentication failure");
+        }
+        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
+        if !same(&sha256(&client_key), &creds.stored_key) {
+            return Err("authentication failure");
+        }
+        let server_signature = hmac256(&creds.server_key, auth_message.as_bytes());
+        let mut v = Vec::new();
+        base64_encode(&server_signature, &mut v);
+        Ok(format!("v={}", String::from_utf8_lossy(&v)))
+    }
 }
 
 /// What a back end says about one AUTH exchange step.
@@ -310,7 +600,7 @@ pub struct ClientFacts {
 #[cfg(feature = "tokio")]
 pub use dovecot::{DovecotAuth, Endpoint};
 #[cfg(feature = "tokio")]
-pub use password::{CheckFn, PasswordCheck};
+pub use password::{LookupFn, PasswordCheck};
 
 /// The future of a back end's answer.
 pub type VerdictFuture<'a> =
@@ -346,53 +636,121 @@ pub trait Authenticator: Send + Sync {
 
 #[cfg(feature = "tokio")]
 mod password {
-    //! `PLAIN` and `LOGIN` checked by a caller's function.
+    //! `SCRAM-SHA-256`, `PLAIN` and `LOGIN` against stored hashes that a
+    //! caller's function looks up (a password table in `mtad`).
     use std::sync::Arc;
 
     use super::*;
 
-    /// Checks a user and password: `Ok(true)` when they match, an error
-    /// when the answer cannot be had now.
-    pub type CheckFn = Arc<
+    /// Looks up a login name's stored hash (`None`: no such user); an
+    /// error when the table cannot answer now.
+    pub type LookupFn = Arc<
         dyn Fn(
                 &str,
-                &str,
-            )
-                -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send>>
-            + Send
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<Option<String>, String>> + Send>,
+            > + Send
             + Sync,
     >;
 
-    /// `PLAIN` and `LOGIN`, run here, with the password checked by a
-    /// function (a password table in `mtad`).
+    /// The password table back end: `SCRAM-SHA-256` (for users whose
+    /// entry is a `{SCRAM-SHA-256}` one), `PLAIN` and `LOGIN` (any
+    /// entry), run here.
     pub struct PasswordCheck {
-        check: CheckFn,
+        lookup: LookupFn,
     }
 
     impl PasswordCheck {
-        /// A back end that checks with `check`.
-        pub fn new(check: CheckFn) -> PasswordCheck {
-            PasswordCheck { check }
+        /// A back end that finds stored hashes with `lookup`.
+        pub fn new(lookup: LookupFn) -> PasswordCheck {
+            PasswordCheck { lookup }
         }
     }
 
-    struct Local {
-        exchange: Exchange,
-        check: CheckFn,
+    /// A hash that matches no password: checked for unknown users so
+    /// that they take as long as known ones.
+    const NO_SUCH_USER: &str = "{SHA512-CRYPT}$6$rounds=5000$KkPW0c26y3ddtLCyBe4Rm/$N3ymU8eryFI5i0gTMyAQeyU9zCI1nnVSvm3XTs1fjdskxp/ktb.iUB9qJXyzPmEJv.akFmRNIzmu4WFYy73wp/";
+
+    enum State {
+        Simple(Exchange),
+        Scram(Option<ScramServer>),
+        /// SCRAM's server-final is sent; the client's empty line ends it.
+        ScramDone(String),
     }
 
-    async fn judge(check: &CheckFn, step: Step) -> Verdict {
-        match step {
-            Step::Challenge(c) => Verdict::Challenge(c),
-            Step::Malformed(why) => Verdict::Malformed(why.to_owned()),
-            Step::Done(c) => {
-                if !c.authzid.is_empty() && c.authzid != c.username {
-                    return Verdict::Failure("authorization identity differs".into());
+    struct Local {
+        state: State,
+        lookup: LookupFn,
+    }
+
+    impl Local {
+        async fn check_password(&self, c: Credentials) -> Verdict {
+            if !c.authzid.is_empty() && c.authzid != c.username {
+                return Verdict::Failure("authorization identity differs".into());
+            }
+            let stored = match (self.lookup)(&c.username).await {
+                Ok(s) => s,
+                Err(e) => return Verdict::Temporary(e),
+            };
+            let known = stored.is_some();
+            let hash = stored.unwrap_or_else(|| NO_SUCH_USER.to_owned());
+            let password = c.password.clone();
+            // Hashing is slow on purpose: off the async workers.
+            let matched =
+                tokio::task::spawn_blocking(move || verify_password(&hash, &password)).await;
+            match matched {
+                Ok(Ok(true)) if known => Verdict::Success(c.username),
+                Ok(Ok(_)) => Verdict::Failure("authentication failure".into()),
+                Ok(Err(e)) => {
+                    Verdict::Temporary(format!("password table entry for {}: {e}", c.username))
                 }
-                match check(&c.username, &c.password).await {
-                    Ok(true) => Verdict::Success(c.username),
-                    Ok(false) => Verdict::Failure("authentication failure".into()),
-                    Err(e) => Verdict::Temporary(e),
+                Err(e) => Verdict::Temporary(e.to_string()),
+            }
+        }
+
+        async fn advance(&mut self, line: &str) -> Verdict {
+            match &mut self.state {
+                State::Simple(x) => match x.step(line) {
+                    Step::Challenge(c) => Verdict::Challenge(c),
+                    Step::Malformed(why) => Verdict::Malformed(why.to_owned()),
+                    Step::Done(c) => self.check_password(c).await,
+                },
+                State::Scram(server) => {
+                    let Some(bytes) = decode(line) else {
+                        return Verdict::Malformed("Cannot decode response".into());
+                    };
+                    match server.take() {
+                        // The client-first message.
+                        None => {
+                            let (mut scram, user) = match ScramServer::client_first(&bytes) {
+                                Ok(x) => x,
+                                Err(why) => return Verdict::Malformed(why.into()),
+                            };
+                            let stored = match (self.lookup)(&user).await {
+                                Ok(s) => s,
+                                Err(e) => return Verdict::Temporary(e),
+                            };
+                            let creds = stored.as_deref().and_then(ScramCredentials::parse);
+                            let first = scram.server_first(creds.as_ref(), &user);
+                            *server = Some(scram);
+                            Verdict::Challenge(encode(&first))
+                        }
+                        // The client-final message.
+                        Some(mut scram) => match scram.client_final(&bytes) {
+                            Ok(server_final) => {
+                                self.state = State::ScramDone(scram.username().to_owned());
+                                Verdict::Challenge(encode(&server_final))
+                            }
+                            Err(why) => Verdict::Failure(why.into()),
+                        },
+                    }
+                }
+                State::ScramDone(user) => {
+                    if line.trim().is_empty() || line.trim() == "=" {
+                        Verdict::Success(std::mem::take(user))
+                    } else {
+                        Verdict::Malformed("Invalid authentication mechanism response".into())
+                    }
                 }
             }
         }
@@ -400,16 +758,13 @@ mod password {
 
     impl Conversation for Local {
         fn step<'a>(&'a mut self, line: &'a str) -> VerdictFuture<'a> {
-            Box::pin(async move {
-                let step = self.exchange.step(line);
-                judge(&self.check, step).await
-            })
+            Box::pin(self.advance(line))
         }
     }
 
     impl Authenticator for PasswordCheck {
         fn mechanisms(&self) -> Vec<String> {
-            vec!["PLAIN".into(), "LOGIN".into()]
+            vec!["SCRAM-SHA-256".into(), "PLAIN".into(), "LOGIN".into()]
         }
 
         fn start<'a>(
@@ -419,19 +774,38 @@ mod password {
             _client: &'a ClientFacts,
         ) -> StartFuture<'a> {
             Box::pin(async move {
-                let Some(m) = Mechanism::parse(mechanism) else {
-                    return (
-                        None,
-                        Verdict::Malformed("Unsupported authentication mechanism".into()),
-                    );
+                let state = if mechanism.eq_ignore_ascii_case("SCRAM-SHA-256") {
+                    State::Scram(None)
+                } else {
+                    match Mechanism::parse(mechanism) {
+                        Some(m) => {
+                            let (x, _) = Exchange::start(m, None);
+                            State::Simple(x)
+                        }
+                        None => {
+                            return (
+                                None,
+                                Verdict::Malformed("Unsupported authentication mechanism".into()),
+                            );
+                        }
+                    }
                 };
-                let (exchange, step) = Exchange::start(m, initial);
-                let verdict = judge(&self.check, step).await;
-                let conversation: Box<dyn Conversation> = Box::new(Local {
-                    exchange,
-                    check: Arc::clone(&self.check),
-                });
-                (Some(conversation), verdict)
+                let mut local = Local {
+                    state,
+                    lookup: Arc::clone(&self.lookup),
+                };
+                let verdict = match (initial, &local.state) {
+                    (Some(line), _) => local.advance(line).await,
+                    (
+                        None,
+                        State::Simple(Exchange {
+                            mechanism: Mechanism::Login,
+                            ..
+                        }),
+                    ) => Verdict::Challenge(encode("Username:")),
+                    (None, _) => Verdict::Challenge(String::new()),
+                };
+                (Some(Box::new(local) as Box<dyn Conversation>), verdict)
             })
         }
     }
@@ -726,7 +1100,7 @@ mod tests {
             HashScheme::Argon2id,
         ] {
             let h = hash_password("correct horse", scheme).unwrap();
-            assert!(h.starts_with(scheme.prefix()), "{h}");
+            assert!(h.starts_with('{'), "{h}");
             assert_eq!(verify_password(&h, "correct horse"), Ok(true), "{h}");
             assert_eq!(verify_password(&h, "wrong horse"), Ok(false), "{h}");
         }
@@ -739,6 +1113,49 @@ mod tests {
             Ok(true)
         );
         assert!(verify_password("plain-text", "plain-text").is_err());
+    }
+
+    /// RFC 7677 section 3: user "user", password "pencil".
+    #[test]
+    fn scram_sha_256_as_rfc_7677_shows_it() {
+        let salt = base64_decode(b"W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let creds = ScramCredentials::derive("pencil", &salt, 4096);
+        assert_eq!(
+            ScramCredentials::parse(&creds.render()),
+            Some(creds.clone())
+        );
+        assert!(creds.matches("pencil") && !creds.matches("pencils"));
+        let (mut server, user) =
+            ScramServer::client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
+        assert_eq!(user, "user");
+        server.server_first(Some(&creds), "user");
+        // The RFC's server nonce, in place of our random one.
+        server.nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into();
+        server.server_first =
+            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+                .into();
+        let final_ok = server
+            .client_final(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+            .unwrap();
+        assert_eq!(final_ok, "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        // A wrong proof, a foreign nonce, channel binding.
+        let (mut again, _) = ScramServer::client_first(b"n,,n=user,r=abc").unwrap();
+        let first = again.server_first(Some(&creds), "user");
+        let nonce = first
+            .split(',')
+            .next()
+            .unwrap()
+            .trim_start_matches("r=")
+            .to_owned();
+        let wrong = format!("c=biws,r={nonce},p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+        assert_eq!(
+            again.client_final(wrong.as_bytes()),
+            Err("authentication failure")
+        );
+        assert!(again.client_final(b"c=biws,r=other,p=AAAA").is_err());
+        assert!(ScramServer::client_first(b"p=tls-unique,,n=user,r=abc").is_err());
+        assert!(ScramServer::client_first(b"n,a=admin,n=user,r=abc").is_err());
+        assert_eq!(saslname("a=2Cb=3Dc").as_deref(), Some("a,b=c"));
     }
 
     #[test]

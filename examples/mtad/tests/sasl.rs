@@ -406,3 +406,81 @@ fn the_site_password_table_works_without_dovecot() {
         "{log}"
     );
 }
+
+/// A SCRAM-SHA-256 client written from RFC 5802 with Python's hashlib and
+/// hmac: an implementation that is not ours.
+const SCRAM: &str = r#"
+import base64, hashlib, hmac, os, smtplib, ssl, sys
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = smtplib.SMTP("127.0.0.1", port)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s.starttls(context=ctx); s.ehlo("client.example.org")
+print("mechanisms", s.esmtp_features.get("auth", "").strip())
+cnonce = base64.b64encode(os.urandom(18)).decode()
+first_bare = "n=%s,r=%s" % (user, cnonce)
+code, resp = s.docmd("AUTH", "SCRAM-SHA-256 " + base64.b64encode(("n,," + first_bare).encode()).decode())
+server_first = base64.b64decode(resp).decode()
+attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+assert attrs["r"].startswith(cnonce)
+salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+stored_key = hashlib.sha256(client_key).digest()
+without_proof = "c=biws,r=" + attrs["r"]
+auth_message = ",".join([first_bare, server_first, without_proof]).encode()
+signature = hmac.new(stored_key, auth_message, "sha256").digest()
+proof = bytes(a ^ b for a, b in zip(client_key, signature))
+code, resp = s.docmd(base64.b64encode((without_proof + ",p=" + base64.b64encode(proof).decode()).encode()).decode())
+if code != 334:
+    print("final", code, resp.decode()); sys.exit(0)
+server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+expected = "v=" + base64.b64encode(hmac.new(server_key, auth_message, "sha256").digest()).decode()
+print("server-proof", base64.b64decode(resp).decode() == expected)
+code, resp = s.docmd("")
+print("final", code, resp.decode())
+s.quit()
+"#;
+
+#[test]
+fn scram_sha_256_against_an_independent_client() {
+    if !have("python3") {
+        return;
+    }
+    let (dir, submission, _daemon) = start_site("sasl-scram", "");
+    let run = |password: &str| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                SCRAM,
+                &submission.to_string(),
+                "carol@example.com",
+                password,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let good = run("change-me");
+    assert!(
+        good.contains("mechanisms SCRAM-SHA-256 PLAIN LOGIN"),
+        "{good}"
+    );
+    // Each side proved itself to the other.
+    assert!(good.contains("server-proof True"), "{good}");
+    assert!(
+        good.contains("final 235 2.7.0 Authentication successful"),
+        "{good}"
+    );
+    let bad = run("not-it");
+    assert!(bad.contains("final 535 5.7.8"), "{bad}");
+    let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+    assert!(
+        log.contains("SASL SCRAM-SHA-256 authentication failed"),
+        "{log}"
+    );
+}

@@ -223,7 +223,7 @@ fn smtps_speaks_tls_from_the_first_byte() {
     );
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("cipher TLSv1."), "{text}");
-    assert_eq!(lines[1], "auth PLAIN LOGIN");
+    assert_eq!(lines[1], "auth SCRAM-SHA-256 PLAIN LOGIN");
     assert_eq!(lines[2], "235");
 }
 
@@ -381,7 +381,7 @@ fn relaying_through_a_smarthost_that_wants_a_login() {
             "strict",
             "change-me",
             "noplaintext, noanonymous",
-            "dsn=4.7.0, status=deferred (SASL authentication failed: server 127.0.0.1[127.0.0.1] offered no compatible authentication mechanisms for this type of connection security (offered: PLAIN LOGIN))",
+            "dsn=4.7.0, status=deferred (SASL authentication failed: server 127.0.0.1[127.0.0.1] offered no compatible authentication mechanisms for this type of connection security (offered: SCRAM-SHA-256 PLAIN LOGIN))",
         ),
     ] {
         let delivered = name == "right";
