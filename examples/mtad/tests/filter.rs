@@ -9,40 +9,14 @@
 //! Needs `python3`; skipped with a printed reason without it, failed in
 //! CI.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::{Running, free_port, send, wait_for_port};
 
 const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn messages(new: &Path) -> Vec<String> {
     std::fs::read_dir(new)
@@ -51,45 +25,6 @@ fn messages(new: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// One SMTP transaction; the reply to the end of data.
-fn send(port: u16, from: &str, to: &str, message: &str) -> String {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
-    };
-    reply();
-    for command in [
-        "EHLO client.example.org".to_owned(),
-        format!("MAIL FROM:<{from}>"),
-        format!("RCPT TO:<{to}>"),
-        "DATA".to_owned(),
-    ] {
-        writer
-            .write_all(format!("{command}\r\n").as_bytes())
-            .unwrap();
-        let r = reply();
-        assert!(r.starts_with('2') || r.starts_with('3'), "{command}: {r}");
-    }
-    let mut data = message.replace('\n', "\r\n");
-    if !data.ends_with("\r\n") {
-        data.push_str("\r\n");
-    }
-    writer.write_all(format!("{data}.\r\n").as_bytes()).unwrap();
-    let r = reply();
-    writer.write_all(b"QUIT\r\n").unwrap();
-    r
 }
 
 #[test]

@@ -6,42 +6,15 @@
 //!
 //! Skips with a printed reason when `smtp-sink` is absent; fails in CI.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::{Running, free_port, send, wait_for_port};
 
 const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
 const SINK: &str = "/usr/sbin/smtp-sink";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// `smtp-sink` on 127.0.0.1 dumping messages into `dump` (a directory
 /// anyone may write: it runs as nobody under root).
@@ -89,43 +62,6 @@ fn wait_for_files(dir: &Path, n: usize) -> Vec<String> {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Sends one message over SMTP and returns the reply to its end of data.
-fn send(port: u16, from: &str, to: &str, message: &str) -> String {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
-    };
-    assert!(reply().starts_with("220 "));
-    for command in [
-        "EHLO client.example.org".to_owned(),
-        format!("MAIL FROM:<{from}>"),
-        format!("RCPT TO:<{to}>"),
-        "DATA".to_owned(),
-    ] {
-        writer
-            .write_all(format!("{command}\r\n").as_bytes())
-            .unwrap();
-        let r = reply();
-        assert!(r.starts_with('2') || r.starts_with('3'), "{command}: {r}");
-    }
-    writer
-        .write_all(format!("{}\r\n.\r\n", message.replace('\n', "\r\n")).as_bytes())
-        .unwrap();
-    let r = reply();
-    writer.write_all(b"QUIT\r\n").unwrap();
-    r
 }
 
 #[test]

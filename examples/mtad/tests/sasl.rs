@@ -9,46 +9,15 @@
 //! Needs `dovecot`, `doveadm`, `swaks` and `python3`; skipped with a
 //! printed reason without them, failed in CI.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::{Running, free_port, have};
 
 const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("{tool} is not installed: CI must install it");
-        }
-        eprintln!("skipped: {tool} is not installed");
-    }
-    ok
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Dovecot with only its auth service, for the site's users.
 struct Dovecot(PathBuf);
@@ -145,37 +114,17 @@ fn authenticated_users_relay_and_nobody_else_does() {
             return;
         }
     }
-    let (smtp, submission) = (free_port(), free_port());
-    let dir = common::compiled_site("sasl", |master| {
-        master
-            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
-            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{submission} "))
-    });
-    let dovecot_dir = dir.join("dovecot");
+    // Dovecot first: mtad asks it for its mechanisms when it starts.
+    let dovecot_dir = std::env::temp_dir().join(format!("mta-sasl-dovecot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dovecot_dir);
     let _dovecot = start_dovecot(&dovecot_dir);
-    // Outside mail waits at a closed port: this test is about who may
-    // send it, not its delivery.
-    let closed = free_port();
-    let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
-    main_cf.push_str(&format!(
-        "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}/auth\n\
-         transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{closed} }}\n",
-        dovecot_dir.display()
-    ));
-    std::fs::write(dir.join("main.cf"), main_cf).unwrap();
-    let log_file = std::fs::File::create(dir.join("mtad.log")).unwrap();
-    let _daemon = Running(
-        Command::new(MTAD)
-            .args(["-c", &dir.display().to_string()])
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .unwrap(),
+    let (dir, submission, _daemon) = start_site(
+        "sasl",
+        &format!(
+            "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}/auth\n",
+            dovecot_dir.display()
+        ),
     );
-    let until = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", submission)).is_err() {
-        assert!(Instant::now() < until, "mtad did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let (ok, t) = swaks(
         submission,

@@ -7,47 +7,15 @@
 //! Skips with a printed reason when swaks or python3 is absent; fails in
 //! CI.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::{Running, free_port, have, send};
 
 const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("{tool} is not installed: CI must install it");
-        }
-        eprintln!("skipped: {tool} is not installed");
-    }
-    ok
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The site in a scratch directory on free ports, `main_cf` lines added,
 /// running; returns it with its smtp and submission ports.
@@ -225,43 +193,6 @@ fn smtps_speaks_tls_from_the_first_byte() {
     assert!(lines[0].starts_with("cipher TLSv1."), "{text}");
     assert_eq!(lines[1], "auth SCRAM-SHA-256 PLAIN LOGIN");
     assert_eq!(lines[2], "235");
-}
-
-/// Sends one message over SMTP; the reply to its end of data.
-fn send(port: u16, from: &str, to: &str, message: &str) -> String {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
-    };
-    reply();
-    for command in [
-        "EHLO client.example.org".to_owned(),
-        format!("MAIL FROM:<{from}>"),
-        format!("RCPT TO:<{to}>"),
-        "DATA".to_owned(),
-    ] {
-        writer
-            .write_all(format!("{command}\r\n").as_bytes())
-            .unwrap();
-        let r = reply();
-        assert!(r.starts_with('2') || r.starts_with('3'), "{command}: {r}");
-    }
-    writer
-        .write_all(format!("{}.\r\n", message.replace('\n', "\r\n")).as_bytes())
-        .unwrap();
-    let r = reply();
-    writer.write_all(b"QUIT\r\n").unwrap();
-    r
 }
 
 #[test]

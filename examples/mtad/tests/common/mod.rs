@@ -1,6 +1,16 @@
 //! The reference site as mtad's tests use it: copied to a scratch
 //! directory and its tables compiled, as an administrator leaves it after
-//! `postmap` and `postalias` (the repository keeps only the sources).
+//! `postmap` and `postalias` (the repository keeps only the sources);
+//! and the small things every end-to-end test needs: free ports, child
+//! processes that die with the test, a one-shot SMTP client.
+
+// Each test binary uses some of these.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,4 +59,89 @@ pub(crate) fn compiled_site(name: &str, edit_master: impl Fn(String) -> String) 
         assert!(status.success(), "{tool} {table}");
     }
     dir
+}
+
+/// A loopback port nobody listens on right now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends.
+pub(crate) struct Running(pub(crate) Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `tool` is installed; says why not (or fails, in CI).
+pub(crate) fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("{tool} is not installed: CI must install it");
+        }
+        eprintln!("skipped: {tool} is not installed");
+    }
+    ok
+}
+
+/// Waits until something listens on `port`.
+pub(crate) fn wait_for_port(port: u16, what: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One SMTP transaction (EHLO, MAIL, RCPT, DATA, the message with LF
+/// lines, QUIT); the reply to the end of data. The envelope commands must
+/// be accepted.
+pub(crate) fn send(port: u16, from: &str, to: &str, message: &str) -> String {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    };
+    assert!(reply().starts_with("220 "));
+    for command in [
+        "EHLO client.example.org".to_owned(),
+        format!("MAIL FROM:<{from}>"),
+        format!("RCPT TO:<{to}>"),
+        "DATA".to_owned(),
+    ] {
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .unwrap();
+        let r = reply();
+        assert!(r.starts_with('2') || r.starts_with('3'), "{command}: {r}");
+    }
+    let mut data = message.replace('\n', "\r\n");
+    if !data.ends_with("\r\n") {
+        data.push_str("\r\n");
+    }
+    writer.write_all(format!("{data}.\r\n").as_bytes()).unwrap();
+    let r = reply();
+    writer.write_all(b"QUIT\r\n").unwrap();
+    r
 }
