@@ -54,6 +54,7 @@ fn reference_site() -> (Restrictions, SmtpContext, StubResolver) {
         "virtual",
         "header_checks",
         "body_checks",
+        "sender_logins",
     ] {
         std::fs::copy(source.join(f), dir.join(f)).unwrap();
     }

@@ -515,7 +515,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mta-relay-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        for f in ["main.cf", "vmailbox", "virtual"] {
+        for f in ["main.cf", "vmailbox", "virtual", "sender_logins"] {
             std::fs::copy(source.join(f), dir.join(f)).unwrap();
         }
         for t in ["vmailbox", "virtual"] {

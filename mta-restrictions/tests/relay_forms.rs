@@ -102,6 +102,7 @@ fn compiled_site(name: &str) -> (PathBuf, String) {
         "virtual",
         "header_checks",
         "body_checks",
+        "sender_logins",
     ] {
         std::fs::copy(source.join(f), dir.join(f)).unwrap();
     }
