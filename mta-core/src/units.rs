@@ -341,7 +341,7 @@ impl TimeValue {
         let unit = TimeUnit::ALL
             .into_iter()
             .rev()
-            .find(|u| secs % u.seconds() == 0 && secs / u.seconds() <= u.max_count())
+            .find(|u| secs.is_multiple_of(u.seconds()) && secs / u.seconds() <= u.max_count())
             .unwrap_or(TimeUnit::Seconds);
         Some(TimeValue {
             count: (secs / unit.seconds()) as u32,

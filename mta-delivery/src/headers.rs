@@ -135,10 +135,10 @@ pub fn has_delivered_to(content: impl Read, delivered: &str) -> io::Result<bool>
             }
             continue;
         }
-        if let Some(f) = field.take() {
-            if matches(&f) {
-                return Ok(true);
-            }
+        if let Some(f) = field.take()
+            && matches(&f)
+        {
+            return Ok(true);
         }
         if n == 0 || text.is_empty() {
             return Ok(false);

@@ -870,12 +870,10 @@ impl LocalAgent {
                 _ => {}
             }
         }
-        if own_mailbox {
-            if let Some(account) = account {
-                match self.mailbox(request, rcpt, facts, account).await {
-                    DeliveryStatus::Delivered(d) => last_text = d.text,
-                    other => return other,
-                }
+        if own_mailbox && let Some(account) = account {
+            match self.mailbox(request, rcpt, facts, account).await {
+                DeliveryStatus::Delivered(d) => last_text = d.text,
+                other => return other,
             }
         }
         if !addresses.is_empty() {

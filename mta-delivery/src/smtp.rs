@@ -539,18 +539,18 @@ impl SmtpAgent {
     /// a next hop that cannot be parsed (`4.3.5`, a configuration mistake
     /// to fix, not a reason to return mail).
     pub async fn servers(&self, nexthop: &str) -> Result<Vec<Server>, RouteFailure> {
-        if self.config.lmtp {
-            if let Some(path) = nexthop.trim().strip_prefix("unix:") {
-                // Relative to queue_directory, as Postfix's daemons run
-                // there: unix:private/dovecot-lmtp.
-                let path = self.config.socket_directory.join(path);
-                let name = self.connector.session_config().helo_name.clone();
-                return Ok(vec![Server {
-                    name,
-                    address: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    path: Some(path),
-                }]);
-            }
+        if self.config.lmtp
+            && let Some(path) = nexthop.trim().strip_prefix("unix:")
+        {
+            // Relative to queue_directory, as Postfix's daemons run
+            // there: unix:private/dovecot-lmtp.
+            let path = self.config.socket_directory.join(path);
+            let name = self.connector.session_config().helo_name.clone();
+            return Ok(vec![Server {
+                name,
+                address: SocketAddr::from(([0, 0, 0, 0], 0)),
+                path: Some(path),
+            }]);
         }
         let hop = parse_nexthop(nexthop, self.config.lmtp)?;
         let mut servers = self.hop_servers(&hop, nexthop).await;

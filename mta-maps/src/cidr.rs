@@ -871,10 +871,10 @@ fn build_index(entries: &[Entry], family: Family) -> Option<Intervals<u128>> {
     // The next address not yet covered; `None` once past the top.
     let mut next = Some(0u128);
     for (first, last, value) in answered {
-        if let Some(n) = next {
-            if first > n {
-                push(n, NO_RULE);
-            }
+        if let Some(n) = next
+            && first > n
+        {
+            push(n, NO_RULE);
         }
         push(first, value);
         next = last.checked_add(1).filter(|&n| n <= max);
@@ -895,10 +895,10 @@ fn claim(
     value: u32,
 ) {
     overlapping.clear();
-    if let Some((&s, &e)) = open.range(..=first).next_back() {
-        if e >= first {
-            overlapping.push((s, e));
-        }
+    if let Some((&s, &e)) = open.range(..=first).next_back()
+        && e >= first
+    {
+        overlapping.push((s, e));
     }
     overlapping.extend(
         open.range((Bound::Excluded(first), Bound::Included(last)))

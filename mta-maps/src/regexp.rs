@@ -3277,8 +3277,8 @@ ENDIF
             key in "[abAB \n-]{0,8}",
         ) {
             let syntax = PosixSyntax.flags(flags.as_bytes(), &mut Vec::new()).unwrap();
-            if let Ok(re) = posix::Regex::new(pattern.as_bytes(), syntax) {
-                if let Some(t) = re.translated() {
+            if let Ok(re) = posix::Regex::new(pattern.as_bytes(), syntax)
+                && let Some(t) = re.translated() {
                     let set = RegexSetBuilder::new([t]).unicode(false).build().unwrap();
                     let own = re.is_match(key.as_bytes()).unwrap();
                     prop_assert_eq!(set.is_match(key.as_bytes()), own, "{} on {:?}", t, key);
@@ -3290,7 +3290,6 @@ ENDIF
                         }
                     }
                 }
-            }
         }
     }
 }

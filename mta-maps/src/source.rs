@@ -146,15 +146,13 @@ pub(crate) fn logical_lines(text: &str) -> Vec<LogicalLine<'_>> {
             continue;
         }
         let continues = content.len() != line.len();
-        if continues {
-            if let Some(cur) = current.as_mut() {
-                if cur.too_long || cur.text.len() + line.len() > MAX_LOGICAL_LINE {
-                    cur.too_long = true;
-                } else {
-                    cur.text.to_mut().push_str(line);
-                }
-                continue;
+        if continues && let Some(cur) = current.as_mut() {
+            if cur.too_long || cur.text.len() + line.len() > MAX_LOGICAL_LINE {
+                cur.too_long = true;
+            } else {
+                cur.text.to_mut().push_str(line);
             }
+            continue;
         }
         out.extend(current.take());
         current = Some(LogicalLine {

@@ -405,17 +405,17 @@ fn random_file(rng: &mut Rng, lines: usize) -> String {
     ];
     let mut text = String::new();
     for i in 0..lines {
-        if rng.next() % 10 == 0 {
+        if rng.next().is_multiple_of(10) {
             text.push(' ');
         }
         // Mostly a plain unique name, so that most lines make entries.
-        if rng.next() % 4 != 0 {
+        if !rng.next().is_multiple_of(4) {
             text.push_str(&format!("n{i}"));
         }
         for _ in 0..rng.next() % 3 {
             text.push_str(rng.pick(PIECES));
         }
-        if rng.next() % 8 != 0 {
+        if !rng.next().is_multiple_of(8) {
             text.push(':');
         }
         for _ in 0..rng.next() % 8 {

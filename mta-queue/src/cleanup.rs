@@ -323,11 +323,11 @@ impl CleanupMessage {
         let size = writer.content_size();
         // FILTER from header_checks or body_checks: this message goes
         // through that content filter instead of content_filter's.
-        if let Some(filter) = &verdict.filter {
-            if let Err(e) = writer.trailing_attribute("content_filter", filter) {
-                self.remove();
-                return Err(CleanupError::Io(e));
-            }
+        if let Some(filter) = &verdict.filter
+            && let Err(e) = writer.trailing_attribute("content_filter", filter)
+        {
+            self.remove();
+            return Err(CleanupError::Io(e));
         }
         let file = match writer.finish() {
             Ok(f) => f,

@@ -163,10 +163,11 @@ fn cleanup_lines(log: &Path, from: usize) -> (Vec<String>, usize) {
             rest = r;
         }
         // Drop the queue ID.
-        if let Some(k) = rest.find(": ") {
-            if rest[..k].bytes().all(|b| b.is_ascii_hexdigit()) && k >= 8 {
-                rest = &rest[k + 2..];
-            }
+        if let Some(k) = rest.find(": ")
+            && rest[..k].bytes().all(|b| b.is_ascii_hexdigit())
+            && k >= 8
+        {
+            rest = &rest[k + 2..];
         }
         if rest.starts_with("message-id=") {
             continue;

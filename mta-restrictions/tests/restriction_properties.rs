@@ -66,7 +66,7 @@ fn restrictions(list: &str) -> Restrictions {
 
 fn context(helo: &str, sender: &str, rcpt: &str, last: u8) -> SmtpContext {
     let mut ctx = SmtpContext::new(format!("192.0.2.{last}").parse().unwrap());
-    ctx.client_name = if last % 2 == 0 {
+    ctx.client_name = if last.is_multiple_of(2) {
         ClientName::Name("host.example.net".into())
     } else {
         ClientName::Unknown
@@ -74,7 +74,7 @@ fn context(helo: &str, sender: &str, rcpt: &str, last: u8) -> SmtpContext {
     ctx.helo = Some(helo.to_string());
     ctx.sender = Some(sender.to_string());
     ctx.recipient = Some(rcpt.to_string());
-    ctx.improper_pipelining = last % 3 == 0;
+    ctx.improper_pipelining = last.is_multiple_of(3);
     ctx
 }
 

@@ -1050,14 +1050,14 @@ impl ClientSession {
         }
         let caps = &self.capabilities;
         let peer = &self.config.peer_name;
-        if let (Some(size), Some(limit)) = (state.tx.size, caps.size) {
-            if limit > 0 && size > limit {
-                let text =
-                    format!("message size {size} exceeds size limit {limit} of server {peer}");
-                let reply = local_reply(552, (5, 3, 4), &text);
-                self.finish_local(state, Verdict::Bounced, reply);
-                return;
-            }
+        if let (Some(size), Some(limit)) = (state.tx.size, caps.size)
+            && limit > 0
+            && size > limit
+        {
+            let text = format!("message size {size} exceeds size limit {limit} of server {peer}");
+            let reply = local_reply(552, (5, 3, 4), &text);
+            self.finish_local(state, Verdict::Bounced, reply);
+            return;
         }
         let smtputf8 = state.tx.needs_smtputf8();
         if smtputf8 && !caps.smtputf8 {
@@ -1815,7 +1815,7 @@ pub(crate) fn base64_encode(input: &[u8], out: &mut Vec<u8>) {
 /// Decodes standard base64; `None` if it is not. An empty challenge
 /// (`334 ` alone) is empty data.
 pub(crate) fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
-    if input.len() % 4 != 0 {
+    if !input.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(input.len() / 4 * 3);

@@ -452,10 +452,10 @@ impl<H: SessionHandler> Connection<H> {
                 self.session_mut().tls_established(Instant::now());
                 continue;
             }
-            if let Some(deadline) = self.drain_deadline {
-                if !self.in_data || Instant::now() >= deadline {
-                    return self.stop_for_shutdown().await;
-                }
+            if let Some(deadline) = self.drain_deadline
+                && (!self.in_data || Instant::now() >= deadline)
+            {
+                return self.stop_for_shutdown().await;
             }
             match self.wait().await {
                 Wake::Read(Ok(n)) => self.take_input(n),
@@ -1062,9 +1062,9 @@ async fn accept(
 }
 
 fn report_task(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            tracing::error!("a session task panicked: {e}");
-        }
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        tracing::error!("a session task panicked: {e}");
     }
 }

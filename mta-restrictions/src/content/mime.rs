@@ -200,36 +200,36 @@ impl Classifier {
     }
 
     fn body_piece(&mut self, piece: LinePiece<'_>, out: &mut impl FnMut(Event<'_>)) {
-        if piece.first && !self.flat && !self.frames.is_empty() {
-            if let Some(rest) = piece.text().strip_prefix(b"--") {
-                if let Some((index, after)) = self.find_boundary(rest) {
-                    if after.starts_with(b"--") {
-                        // Closing boundary: it starts a new body segment
-                        // (the epilogue) at offset 0, so body_checks see it
-                        // whatever the size limit (Postfix 3.7, see the
-                        // differential test).
-                        self.frames.truncate(index);
-                        self.section = Section::Body;
-                        self.body_offset = 0;
-                        self.body_line_out(piece, out);
-                    } else {
-                        // An opening boundary still belongs to the segment
-                        // before it.
-                        self.body_line_out(piece, out);
-                        self.frames.truncate(index + 1);
-                        let digest =
-                            matches!(self.frames[index], Frame::Multipart { digest: true, .. });
-                        self.structure = if digest {
-                            Structure::Message
-                        } else {
-                            Structure::Leaf
-                        };
-                        // Later pieces of a long boundary line stay body.
-                        self.section = Section::Header(Block::Part);
-                    }
-                    return;
-                }
+        if piece.first
+            && !self.flat
+            && !self.frames.is_empty()
+            && let Some(rest) = piece.text().strip_prefix(b"--")
+            && let Some((index, after)) = self.find_boundary(rest)
+        {
+            if after.starts_with(b"--") {
+                // Closing boundary: it starts a new body segment
+                // (the epilogue) at offset 0, so body_checks see it
+                // whatever the size limit (Postfix 3.7, see the
+                // differential test).
+                self.frames.truncate(index);
+                self.section = Section::Body;
+                self.body_offset = 0;
+                self.body_line_out(piece, out);
+            } else {
+                // An opening boundary still belongs to the segment
+                // before it.
+                self.body_line_out(piece, out);
+                self.frames.truncate(index + 1);
+                let digest = matches!(self.frames[index], Frame::Multipart { digest: true, .. });
+                self.structure = if digest {
+                    Structure::Message
+                } else {
+                    Structure::Leaf
+                };
+                // Later pieces of a long boundary line stay body.
+                self.section = Section::Header(Block::Part);
             }
+            return;
         }
         self.body_line_out(piece, out);
     }
