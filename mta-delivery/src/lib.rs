@@ -89,6 +89,7 @@ pub mod discard;
 pub mod error;
 pub mod headers;
 pub mod local;
+mod macros;
 pub mod mailbox;
 pub mod maildir;
 pub mod mbox;

@@ -80,6 +80,7 @@ use mta_maps::registry::Registry;
 use crate::Clock;
 use crate::command::{self, CommandSpec};
 use crate::headers::{DeliveryHeaders, delivered_to, has_delivered_to};
+use crate::macros;
 use crate::mailbox::{MailboxError, Owner, StoreOptions, Target, store};
 use crate::mbox::LockMethod;
 use crate::pipe::{LineQuoter, PipeFlags};
@@ -343,53 +344,6 @@ fn status(code: &str, text: impl Into<String>, relay: &Relay) -> StatusDetail {
     )
 }
 
-/// `$name`, `${name}`, `${name?text}` (text when the value is not empty)
-/// and `${name:text}` (text when it is), as local(8) expands
-/// `forward_path`, `mailbox_command` and `luser_relay`; `$$` is a dollar.
-fn expand_macros(template: &str, value: &dyn Fn(&str) -> Option<String>) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(inner) = after.strip_prefix('{') {
-            let Some(end) = inner.find('}') else {
-                out.push_str(&rest[i..]);
-                return out;
-            };
-            let body = &inner[..end];
-            let v = |n: &str| value(n).unwrap_or_default();
-            if let Some((name, text)) = body.split_once('?') {
-                if !v(name).is_empty() {
-                    out.push_str(&expand_macros(text, value));
-                }
-            } else if let Some((name, text)) = body.split_once(':') {
-                if v(name).is_empty() {
-                    out.push_str(&expand_macros(text, value));
-                }
-            } else {
-                out.push_str(&v(body));
-            }
-            rest = &inner[end + 1..];
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            if end == 0 {
-                out.push('$');
-            } else {
-                out.push_str(&value(&after[..end]).unwrap_or_default());
-            }
-            rest = &after[end..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 impl LocalAgent {
     /// The agent for `config`, reading the time of delivery from `clock`.
     pub fn new(config: LocalConfig, clock: Clock) -> LocalAgent {
@@ -623,7 +577,11 @@ impl LocalAgent {
 
         // .forward: the first file of forward_path that exists.
         for template in &self.config.forward_path {
-            let path = expand_macros(template, &|n| self.macro_value(facts, Some(&account), n));
+            let path =
+                match macros::expand(template, &|n| self.macro_value(facts, Some(&account), n)) {
+                    Ok(p) => p,
+                    Err(e) => return self.config_error("forward_path", &e),
+                };
             if path.is_empty() {
                 continue;
             }
@@ -674,12 +632,25 @@ impl LocalAgent {
         }))
     }
 
+    /// A parameter whose macros cannot be expanded: the mail waits for
+    /// the administrator.
+    fn config_error(&self, parameter: &str, why: &str) -> DeliveryStatus {
+        DeliveryStatus::Deferred(status(
+            "4.3.5",
+            format!("mail system configuration error: {parameter}: {why}"),
+            &self.relay,
+        ))
+    }
+
     /// An unknown local part: `luser_relay`, or a bounce.
     fn unknown(&self, facts: &Facts) -> DeliveryStatus {
         if !self.config.luser_relay.is_empty() {
-            let target = expand_macros(&self.config.luser_relay, &|n| {
+            let target = match macros::expand(&self.config.luser_relay, &|n| {
                 self.macro_value(facts, None, n)
-            });
+            }) {
+                Ok(t) => t,
+                Err(e) => return self.config_error("luser_relay", &e),
+            };
             if let Some(address) = self.qualify(&target) {
                 let mut r = Resubmission::new(vec![address]);
                 r.headers = vec![format!("Delivered-To: {}", facts.recipient)];
@@ -920,9 +891,12 @@ impl LocalAgent {
             return self.hand_over(request, rcpt, facts, &spec).await;
         }
         if !self.config.mailbox_command.is_empty() {
-            let cmd = expand_macros(&self.config.mailbox_command, &|n| {
+            let cmd = match macros::expand(&self.config.mailbox_command, &|n| {
                 self.macro_value(facts, Some(account), n)
-            });
+            }) {
+                Ok(c) => c,
+                Err(e) => return self.config_error("mailbox_command", &e),
+            };
             return self
                 .command(request, rcpt, facts, Some(account), run_as, &cmd)
                 .await;
@@ -1131,12 +1105,19 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            expand_macros("$home/.forward${recipient_delimiter}${extension}", &v),
+            macros::expand("$home/.forward${recipient_delimiter}${extension}", &v).unwrap(),
             "/home/joe/.forward"
         );
-        assert_eq!(expand_macros("${extension?+$extension}x", &v), "x");
-        assert_eq!(expand_macros("${extension:none}-$user", &v), "none-joe");
-        assert_eq!(expand_macros("$$5 ${broken", &v), "$5 ${broken");
+        assert_eq!(
+            macros::expand("${extension?+$extension}x", &v).unwrap(),
+            "x"
+        );
+        assert_eq!(
+            macros::expand("${extension:none}-$user", &v).unwrap(),
+            "none-joe"
+        );
+        assert_eq!(macros::expand("$$5", &v).unwrap(), "$5");
+        assert!(macros::expand("${broken", &v).is_err());
     }
 
     #[test]

@@ -70,6 +70,7 @@ use mta_core::reply::{EnhancedStatus, StatusClass};
 
 use crate::command::{self, CommandSpec};
 use crate::headers::DeliveryHeaders;
+use crate::macros;
 
 /// A `master.cf` pipe entry that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -257,7 +258,10 @@ impl PipeConfig {
             return Err(bad("missing argv= command".into()));
         }
         for arg in &argv {
-            for name in macro_names(arg) {
+            if let Err(e) = macros::expand(arg, &|_| Some(String::new())) {
+                return Err(bad(format!("bad macro in \"{arg}\": {e}")));
+            }
+            for name in macros::names(arg) {
                 if !MACROS.contains(&name.as_str()) {
                     return Err(bad(format!("unknown macro ${{{name}}} in \"{arg}\"")));
                 }
@@ -346,54 +350,6 @@ fn lookup_user(spec: &str) -> Result<(u32, u32), String> {
     Ok((user.uid.as_raw(), gid))
 }
 
-/// The macro names in `arg`: `${name}` and `$name`.
-fn macro_names(arg: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    expand(arg, &mut |name| {
-        out.push(name.to_owned());
-        Some(String::new())
-    });
-    out
-}
-
-/// `arg` with each macro replaced by `value(name)`; a macro without a
-/// value expands to nothing.
-fn expand(arg: &str, value: &mut dyn FnMut(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(arg.len());
-    let mut rest = arg;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(inner) = after.strip_prefix('{') {
-            match inner.find('}') {
-                Some(end) => {
-                    out.push_str(&value(&inner[..end]).unwrap_or_default());
-                    rest = &inner[end + 1..];
-                }
-                None => {
-                    out.push('$');
-                    rest = after;
-                }
-            }
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            if end == 0 {
-                out.push('$');
-            } else {
-                out.push_str(&value(&after[..end]).unwrap_or_default());
-            }
-            rest = &after[end..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The `pipe` delivery agent for one `master.cf` service.
 pub struct PipeAgent {
     config: Arc<PipeConfig>,
@@ -408,7 +364,11 @@ impl PipeAgent {
     }
 
     /// The command line for `recipients` of `request`.
-    fn command_line(&self, request: &DeliveryRequest, recipients: &[&Recipient]) -> Vec<String> {
+    fn command_line(
+        &self,
+        request: &DeliveryRequest,
+        recipients: &[&Recipient],
+    ) -> Result<Vec<String>, String> {
         let c = &self.config;
         let envelope = &request.envelope;
         let render = |a: &MailAddress| {
@@ -478,18 +438,18 @@ impl PipeAgent {
         };
         let mut line = Vec::new();
         for arg in &c.argv {
-            let names = macro_names(arg);
+            let names = macros::names(arg);
             if names.iter().any(|n| PER_RECIPIENT.contains(&n.as_str())) {
                 for r in recipients {
-                    line.push(expand(arg, &mut |n| {
+                    line.push(macros::expand(arg, &|n| {
                         per_recipient(n, r).or_else(|| shared(n))
-                    }));
+                    })?);
                 }
             } else {
-                line.push(expand(arg, &mut |n| shared(n)));
+                line.push(macros::expand(arg, &|n| shared(n))?);
             }
         }
-        line
+        Ok(line)
     }
 
     /// Runs the command once for `recipients`; the status applies to all.
@@ -505,8 +465,19 @@ impl PipeAgent {
                 relay,
             ));
         }
+        let argv = match self.command_line(request, recipients) {
+            Ok(argv) => argv,
+            // Checked when the entry was read; kept so nothing panics.
+            Err(e) => {
+                return DeliveryStatus::Deferred(StatusDetail::new(
+                    EnhancedStatus::new(StatusClass::PersistentTransient, 3, 5).expect("valid"),
+                    format!("mail system configuration error: {e}"),
+                    relay,
+                ));
+            }
+        };
         let spec = CommandSpec {
-            argv: self.command_line(request, recipients),
+            argv,
             environment: c.environment.clone(),
             directory: c.directory.clone(),
             run_as: c.run_as,
@@ -708,11 +679,12 @@ mod tests {
 
     #[test]
     fn macros_expand_in_both_spellings() {
-        let mut v = |n: &str| Some(format!("<{n}>"));
-        assert_eq!(expand("USER=${user}", &mut v), "USER=<user>");
-        assert_eq!(expand("$sender-x", &mut v), "<sender>-x");
-        assert_eq!(expand("cost $$5 ${", &mut v), "cost $5 ${");
-        assert_eq!(macro_names("a${user}b$extension"), ["user", "extension"]);
+        let v = |n: &str| Some(format!("<{n}>"));
+        assert_eq!(macros::expand("USER=${user}", &v).unwrap(), "USER=<user>");
+        assert_eq!(macros::expand("$sender-x", &v).unwrap(), "<sender>-x");
+        assert_eq!(macros::expand("cost $$5", &v).unwrap(), "cost $5");
+        assert!(macros::expand("cost ${", &v).is_err());
+        assert_eq!(macros::names("a${user}b$extension"), ["user", "extension"]);
     }
 
     #[test]
