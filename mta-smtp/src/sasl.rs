@@ -708,13 +708,21 @@ mod password {
             }
         }
 
+        /// The verdict on a PLAIN or LOGIN exchange's step.
+        async fn judge(&self, step: Step) -> Verdict {
+            match step {
+                Step::Challenge(c) => Verdict::Challenge(c),
+                Step::Malformed(why) => Verdict::Malformed(why.to_owned()),
+                Step::Done(c) => self.check_password(c).await,
+            }
+        }
+
         async fn advance(&mut self, line: &str) -> Verdict {
             match &mut self.state {
-                State::Simple(x) => match x.step(line) {
-                    Step::Challenge(c) => Verdict::Challenge(c),
-                    Step::Malformed(why) => Verdict::Malformed(why.to_owned()),
-                    Step::Done(c) => self.check_password(c).await,
-                },
+                State::Simple(x) => {
+                    let step = x.step(line);
+                    self.judge(step).await
+                }
                 State::Scram(server) => {
                     let Some(bytes) = decode(line) else {
                         return Verdict::Malformed("Cannot decode response".into());
@@ -774,37 +782,32 @@ mod password {
             _client: &'a ClientFacts,
         ) -> StartFuture<'a> {
             Box::pin(async move {
-                let state = if mechanism.eq_ignore_ascii_case("SCRAM-SHA-256") {
-                    State::Scram(None)
-                } else {
-                    match Mechanism::parse(mechanism) {
-                        Some(m) => {
-                            let (x, _) = Exchange::start(m, None);
-                            State::Simple(x)
-                        }
-                        None => {
-                            return (
-                                None,
-                                Verdict::Malformed("Unsupported authentication mechanism".into()),
-                            );
-                        }
-                    }
-                };
-                let mut local = Local {
-                    state,
-                    lookup: Arc::clone(&self.lookup),
-                };
-                let verdict = match (initial, &local.state) {
-                    (Some(line), _) => local.advance(line).await,
-                    (
+                let lookup = Arc::clone(&self.lookup);
+                if mechanism.eq_ignore_ascii_case("SCRAM-SHA-256") {
+                    let mut local = Local {
+                        state: State::Scram(None),
+                        lookup,
+                    };
+                    let verdict = match initial {
+                        Some(line) => local.advance(line).await,
+                        None => Verdict::Challenge(String::new()),
+                    };
+                    return (Some(Box::new(local) as Box<dyn Conversation>), verdict);
+                }
+                let Some(m) = Mechanism::parse(mechanism) else {
+                    return (
                         None,
-                        State::Simple(Exchange {
-                            mechanism: Mechanism::Login,
-                            ..
-                        }),
-                    ) => Verdict::Challenge(encode("Username:")),
-                    (None, _) => Verdict::Challenge(String::new()),
+                        Verdict::Malformed("Unsupported authentication mechanism".into()),
+                    );
                 };
+                // The exchange itself answers the initial response (or
+                // asks for the first field).
+                let (x, step) = Exchange::start(m, initial);
+                let local = Local {
+                    state: State::Simple(x),
+                    lookup,
+                };
+                let verdict = local.judge(step).await;
                 (Some(Box::new(local) as Box<dyn Conversation>), verdict)
             })
         }
