@@ -45,25 +45,6 @@ impl fmt::Debug for ServerTls {
     }
 }
 
-/// Whether `config` asks for TLS at all (`smtpd_tls_security_level` is
-/// `may` or `encrypt`, or the obsolete `smtpd_use_tls`/`smtpd_enforce_tls`
-/// say so).
-///
-/// # Errors
-///
-/// A bad value of one of those parameters.
-pub fn wants_tls(config: &Config) -> Result<bool, ConfigError> {
-    let level = config
-        .expanded("smtpd_tls_security_level")?
-        .trim()
-        .to_ascii_lowercase();
-    Ok(match level.as_str() {
-        "may" | "encrypt" => true,
-        "" => config.boolean("smtpd_use_tls")? || config.boolean("smtpd_enforce_tls")?,
-        _ => false,
-    })
-}
-
 /// The key files configured: `(key file, certificate file)` pairs; a
 /// chain file holds both (it appears twice).
 ///

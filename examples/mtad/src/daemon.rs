@@ -171,7 +171,13 @@ pub(crate) async fn run(
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|e| fatal(format!("bind {address}: {e}")))?;
-        let tls = crate::tls::server_tls_for(&svc_config, &log, &master_log)?;
+        let wrapper = svc_config.boolean("smtpd_tls_wrappermode").map_err(fatal)?;
+        // The session settings already read smtpd_tls_security_level.
+        let tls = if session.starttls || wrapper {
+            crate::tls::server_tls_for(&svc_config, &log, &master_log)?
+        } else {
+            None
+        };
         let sasl = sasl_for(&svc_config, &registry, &log).await?;
         let mut session = session;
         if let Some(auth) = &sasl {

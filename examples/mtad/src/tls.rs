@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mta_core::config::Config;
-use mta_smtp::server_tls::{key_files, server_tls, wants_tls};
+use mta_smtp::server_tls::{key_files, server_tls};
 
 use crate::Fatal;
 use crate::log::Log;
@@ -18,17 +18,14 @@ fn fatal(what: impl std::fmt::Display) -> Fatal {
     Fatal(what.to_string())
 }
 
-/// The TLS configuration of one smtpd service (`config` is its view),
-/// `None` when its security level is `none`. Warnings go to `log`, the
-/// note about a generated certificate to `master_log`.
+/// The TLS configuration of one smtpd service that wants TLS (`config`
+/// is its view). Warnings go to `log`, the note about a generated
+/// certificate to `master_log`.
 pub(crate) fn server_tls_for(
     config: &Config,
     log: &Log,
     master_log: &Log,
 ) -> Result<Option<Arc<rustls::ServerConfig>>, Fatal> {
-    if !wants_tls(config).map_err(fatal)? {
-        return Ok(None);
-    }
     let config = if key_files(config).map_err(fatal)?.is_empty() {
         let path = self_signed(config, master_log)?;
         config.with_overrides(&[(
