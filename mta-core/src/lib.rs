@@ -38,6 +38,7 @@ pub mod config;
 pub mod date;
 pub mod delivery;
 pub mod dns;
+pub mod header;
 pub mod queue_id;
 pub mod reply;
 pub mod units;

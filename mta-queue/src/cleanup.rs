@@ -19,10 +19,19 @@
 //! - recipients are expanded through `virtual_alias_maps`
 //!   ([`crate::virtual_alias`]) before the envelope is written.
 //!
-//! Not yet (issue 6): the header fixes for local submissions
-//! (`Message-ID:`, `Date:`, `From:`), `Return-Path:` removal, address
-//! rewriting (`canonical_maps`, masquerading), the `REDIRECT`, `FILTER` and `BCC` actions (reported in
-//! the verdict, not applied), `hopcount_limit`, `queue_minfree`.
+//! - the headers of `message_drop_headers` (`Bcc:`, `Content-Length:`,
+//!   `Resent-Bcc:`, `Return-Path:` by default) are removed after the
+//!   content checks, from all but internal mail
+//!   ([`Cleanup::with_drop_headers`]).
+//!
+//! The header fixes for local submissions (`From:`, `Date:`,
+//! `Message-Id:`) are made by [`crate::pickup`], which has the whole
+//! message before it starts one here.
+//!
+//! Not yet (issue 6): address rewriting (`canonical_maps`,
+//! masquerading), `hopcount_limit`. The `REDIRECT` and `BCC` actions of
+//! `header_checks` are reported in the verdict, not applied; smtpd
+//! checks `queue_minfree`.
 
 use std::io;
 use std::sync::Arc;
@@ -47,10 +56,11 @@ pub struct Cleanup {
     committer: Committer,
     tables: Arc<ContentTables>,
     limits: ContentLimits,
-    ids: Mutex<QueueIdGenerator>,
-    uniquifier: AtomicU64,
+    ids: Arc<Mutex<QueueIdGenerator>>,
+    uniquifier: Arc<AtomicU64>,
     aliases: Option<VirtualAliases>,
     queue_manager: Option<Arc<tokio::sync::Notify>>,
+    drop_headers: Arc<Vec<String>>,
 }
 
 /// A message about to be written.
@@ -135,6 +145,7 @@ pub struct CleanupMessage {
     /// `None` once [`finish`](Self::finish) has taken it.
     filter: Option<ContentFilter<'static>>,
     buffer: Vec<u8>,
+    drop_headers: Arc<Vec<String>>,
     error: Option<io::Error>,
     /// HOLD and DISCARD decided before the content (restrictions).
     hold: bool,
@@ -174,10 +185,44 @@ impl Cleanup {
             committer,
             tables,
             limits,
-            ids: Mutex::new(QueueIdGenerator::new()),
-            uniquifier: AtomicU64::new(u64::from(std::process::id())),
+            ids: Arc::new(Mutex::new(QueueIdGenerator::new())),
+            uniquifier: Arc::new(AtomicU64::new(u64::from(std::process::id()))),
             aliases: None,
             queue_manager: None,
+            drop_headers: Arc::new(
+                ["bcc", "content-length", "resent-bcc", "return-path"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        }
+    }
+
+    /// Removes the message headers named in `names` (Postfix's
+    /// `message_drop_headers`; the default is `bcc, content-length,
+    /// resent-bcc, return-path`) after the content checks, from every
+    /// message but internal ones.
+    pub fn with_drop_headers(mut self, names: Vec<String>) -> Cleanup {
+        self.drop_headers = Arc::new(names.into_iter().map(|n| n.to_ascii_lowercase()).collect());
+        self
+    }
+
+    /// A cleanup with new content checks (a configuration reload) that
+    /// shares this one's queue, committer, queue-manager wake-up and queue
+    /// ID sequence, so that messages of both never get the same ID. The
+    /// virtual aliases and dropped headers are set afresh with
+    /// [`with_virtual_aliases`](Self::with_virtual_aliases) and
+    /// [`with_drop_headers`](Self::with_drop_headers).
+    pub fn reconfigured(&self, tables: Arc<ContentTables>, limits: ContentLimits) -> Cleanup {
+        Cleanup {
+            queue: self.queue.clone(),
+            committer: self.committer.clone(),
+            tables,
+            limits,
+            ids: Arc::clone(&self.ids),
+            uniquifier: Arc::clone(&self.uniquifier),
+            aliases: None,
+            queue_manager: self.queue_manager.clone(),
+            drop_headers: Arc::clone(&self.drop_headers),
         }
     }
 
@@ -250,6 +295,11 @@ impl Cleanup {
                 context,
             )),
             buffer: Vec::new(),
+            drop_headers: if submission.internal {
+                Arc::new(Vec::new())
+            } else {
+                Arc::clone(&self.drop_headers)
+            },
             error: None,
             hold: submission.hold,
             discard: submission.discard,
@@ -262,6 +312,35 @@ impl Cleanup {
     }
 }
 
+/// Writes what `piece` puts in the queued content, less a primary header
+/// named in `drop_headers` (`message_drop_headers`: after the content
+/// checks, so a `REPLACE` that makes such a header is dropped too).
+fn write_piece(piece: Piece<'_>, drop_headers: &[String], out: &mut Vec<u8>) {
+    use mta_restrictions::content::{Disposition, HeaderClass, LineKind};
+    if piece.kind == LineKind::Header(HeaderClass::Primary) && !drop_headers.is_empty() {
+        let name_of = |text: &[u8]| -> String {
+            let end = text.iter().position(|&b| b == b':').unwrap_or(0);
+            String::from_utf8_lossy(&text[..end])
+                .trim()
+                .to_ascii_lowercase()
+        };
+        let name = match piece.disposition {
+            Disposition::Keep => name_of(piece.text),
+            Disposition::Replace(new) => name_of(new.as_bytes()),
+            Disposition::Remove => String::new(),
+        };
+        if !name.is_empty() && drop_headers.contains(&name) {
+            let kept = Piece {
+                disposition: Disposition::Remove,
+                ..piece
+            };
+            kept.write_to(out);
+            return;
+        }
+    }
+    piece.write_to(out);
+}
+
 impl CleanupMessage {
     /// The message's queue ID.
     pub fn id(&self) -> &QueueId {
@@ -271,7 +350,8 @@ impl CleanupMessage {
     /// Adds content (CR LF line ends; any piece boundaries).
     pub fn write(&mut self, chunk: &[u8]) {
         let buffer = &mut self.buffer;
-        let mut sink = |p: Piece<'_>| p.write_to(buffer);
+        let drop_headers = &self.drop_headers;
+        let mut sink = |p: Piece<'_>| write_piece(p, drop_headers, buffer);
         if let Some(filter) = self.filter.as_mut() {
             filter.feed(chunk, &mut sink);
         }
@@ -301,7 +381,8 @@ impl CleanupMessage {
     /// error for the client). The file is gone in both cases.
     pub fn finish(mut self) -> Result<Queued, CleanupError> {
         let buffer = &mut self.buffer;
-        let mut sink = |p: Piece<'_>| p.write_to(buffer);
+        let drop_headers = &self.drop_headers;
+        let mut sink = |p: Piece<'_>| write_piece(p, drop_headers, buffer);
         let filter = self.filter.take().expect("finish once");
         let mut verdict = filter.finish(&mut sink);
         verdict.hold |= self.hold;

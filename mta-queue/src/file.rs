@@ -556,7 +556,9 @@ impl QueueFile {
                     });
                 }
                 (kind::CONTENT_START, None) => {
-                    if arrival.is_none() || sender.is_none() || recipients.is_empty() {
+                    // No recipients is allowed: a maildrop file from
+                    // `sendmail -t` has only those of its headers.
+                    if arrival.is_none() || sender.is_none() {
                         return Err(bad("content before a complete envelope"));
                     }
                     content = Some(Vec::new());

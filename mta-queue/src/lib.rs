@@ -9,12 +9,16 @@
 //!   marks them ready), moves between queues, and recovery after a crash.
 //! - [`cleanup`]: the one way into the queue: queue IDs, recipients
 //!   expanded through [`virtual_alias`], content checks applied as the
-//!   content streams in, the file written and committed (canonical
-//!   mapping, masquerading and the header fixes for local submissions
-//!   are still to come).
+//!   content streams in, `message_drop_headers` removed, the file
+//!   written and committed (canonical mapping and masquerading are still
+//!   to come).
+//! - [`pickup`]: local submission: the maildrop files `sendmail` writes,
+//!   and their way through cleanup with the addresses completed, `-t`
+//!   recipients taken from the headers and the missing `From:`, `Date:`
+//!   and `Message-Id:` added.
 //! - [`scheduler`]: the queue manager, which drives delivery agents
-//!   through `mta_core::delivery`, retries with backoff and returns what
-//!   cannot be delivered, with [`notice`] (RFC 3464 bounces) and
+//!   through `mta_core::delivery`, retries with backoff, flushes on
+//!   demand, and returns what cannot be delivered, with [`notice`] (RFC 3464 bounces) and
 //!   [`defer_log`] (the reasons `mailq` shows).
 //! - [`listing`]: the queue listing of `postqueue -p` and `mailq`.
 //!
@@ -56,6 +60,7 @@ pub mod defer_log;
 pub mod file;
 pub mod listing;
 pub mod notice;
+pub mod pickup;
 pub mod scheduler;
 pub mod store;
 pub mod virtual_alias;

@@ -200,6 +200,18 @@ pub fn backoff(config: &SchedulerConfig, age: Duration) -> Duration {
     )
 }
 
+/// Which deferred mail [`Scheduler::flush`] makes due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flush {
+    /// All of it (`postqueue -f`, `sendmail -q`).
+    All,
+    /// Messages with a pending recipient in this domain (`postqueue -s`,
+    /// ETRN).
+    Site(String),
+    /// One message, by queue ID (`postqueue -i`).
+    Message(String),
+}
+
 /// Where log lines go: `(program, line)`, the program being `qmgr` or the
 /// transport's name, as Postfix's processes tag their lines.
 pub type LogSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
@@ -221,6 +233,8 @@ pub struct Scheduler {
     notices: Option<(Arc<Cleanup>, NoticeConfig)>,
     /// Messages being worked on, so a scan does not take one twice.
     busy: Mutex<std::collections::HashSet<String>>,
+    /// A flush asked for a scan of `deferred` now.
+    flush_requested: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -309,6 +323,7 @@ impl Scheduler {
             active,
             notices: None,
             busy: Mutex::new(Default::default()),
+            flush_requested: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -341,19 +356,36 @@ impl Scheduler {
     /// go back to `incoming` at the next start ([`Queue::recover`]), and
     /// recipients already marked done stay done.
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        self.run_until(stop, false).await;
+    }
+
+    /// As [`run`](Self::run), but when `stop` completes the deliveries
+    /// under way are finished (and their results applied) before it
+    /// returns; no new one starts. For a reload: a new scheduler takes
+    /// over `incoming` and `deferred` at once, while this one's messages
+    /// in `active` are completed rather than left there until the next
+    /// start.
+    pub async fn run_then_drain(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        self.run_until(stop, true).await;
+    }
+
+    async fn run_until(self: Arc<Self>, stop: impl std::future::Future<Output = ()>, drain: bool) {
         let mut stop = std::pin::pin!(stop);
         let mut tasks = tokio::task::JoinSet::new();
         let mut last_deferred_scan: Option<tokio::time::Instant> = None;
         loop {
-            let scan_deferred =
-                last_deferred_scan.is_none_or(|t| t.elapsed() >= self.config.queue_run_delay);
+            let flushed = self
+                .flush_requested
+                .swap(false, std::sync::atomic::Ordering::AcqRel);
+            let scan_deferred = flushed
+                || last_deferred_scan.is_none_or(|t| t.elapsed() >= self.config.queue_run_delay);
             if scan_deferred {
                 last_deferred_scan = Some(tokio::time::Instant::now());
             }
             for id in self.due(scan_deferred) {
                 let permit = tokio::select! {
                     p = Arc::clone(&self.active).acquire_owned() => p.expect("never closed"),
-                    () = &mut stop => { tasks.abort_all(); return; }
+                    () = &mut stop => { Self::end(tasks, drain).await; return; }
                 };
                 let me = Arc::clone(&self);
                 tasks.spawn(async move {
@@ -367,9 +399,64 @@ impl Scheduler {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(next_scan) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                () = &mut stop => { tasks.abort_all(); return; }
+                () = &mut stop => { Self::end(tasks, drain).await; return; }
             }
         }
+    }
+
+    /// The end of a run: the deliveries under way are waited for
+    /// (`drain`) or dropped.
+    async fn end(mut tasks: tokio::task::JoinSet<()>, drain: bool) {
+        if drain {
+            while tasks.join_next().await.is_some() {}
+        } else {
+            tasks.abort_all();
+        }
+    }
+
+    /// Makes deferred mail due now and wakes the scheduler, as Postfix's
+    /// `postqueue -f` (`which` is [`Flush::All`]), `postqueue -s SITE` and
+    /// ETRN ([`Flush::Site`]: messages with a pending recipient in that
+    /// domain) and `postqueue -i ID` ([`Flush::Message`]) do. Returns how
+    /// many messages were made due. Mail in `hold` stays there.
+    pub async fn flush(&self, which: Flush) -> usize {
+        let dir = self.queue.dir(QueueName::Deferred);
+        let ids = self.queue.list(QueueName::Deferred).unwrap_or_default();
+        let now = (self.clock)();
+        let made_due = tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            for id in ids {
+                let path = dir.join(&id);
+                let wanted = match &which {
+                    Flush::All => true,
+                    Flush::Message(m) => *m == id,
+                    Flush::Site(site) => QueueFile::read(&path).is_ok_and(|f| {
+                        f.envelope.recipients.iter().any(|r| {
+                            !r.done
+                                && r.address
+                                    .rsplit_once('@')
+                                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(site))
+                        })
+                    }),
+                };
+                if wanted
+                    && std::fs::File::options()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_modified(now))
+                        .is_ok()
+                {
+                    n += 1;
+                }
+            }
+            n
+        })
+        .await
+        .unwrap_or(0);
+        self.flush_requested
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
+        made_due
     }
 
     /// One pass over the queue: every message in `incoming` and every

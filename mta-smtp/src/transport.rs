@@ -925,8 +925,26 @@ impl Drop for ClientSlot {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    transport: Arc<TransportConfig>,
+    transport: TransportHandle,
     limits: ConnectionLimits,
+}
+
+/// The settings a [`Server`] gives the connections it accepts, replaceable
+/// while it runs (a configuration reload): connections accepted after
+/// [`replace`](TransportHandle::replace) get the new settings, those
+/// already open keep theirs.
+#[derive(Debug, Clone)]
+pub struct TransportHandle(Arc<std::sync::RwLock<Arc<TransportConfig>>>);
+
+impl TransportHandle {
+    /// Connections accepted from now on use `transport`.
+    pub fn replace(&self, transport: TransportConfig) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(transport);
+    }
+
+    fn current(&self) -> Arc<TransportConfig> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// How long stragglers get past the shutdown deadline to say their last
@@ -942,9 +960,15 @@ impl Server {
     ) -> Server {
         Server {
             listener,
-            transport: Arc::new(transport),
+            transport: TransportHandle(Arc::new(std::sync::RwLock::new(Arc::new(transport)))),
             limits,
         }
+    }
+
+    /// The handle that replaces the settings of connections accepted
+    /// later (certificates, session parameters), for a reload.
+    pub fn transport_handle(&self) -> TransportHandle {
+        self.transport.clone()
     }
 
     /// The address it listens on.
@@ -974,7 +998,6 @@ impl Server {
         let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         let counts = Arc::new(ClientCounts::default());
         let mut tasks = JoinSet::new();
-        let hostname = transport.session.hostname.clone();
         tokio::pin!(shutdown);
         loop {
             let (stream, peer, permit) = tokio::select! {
@@ -989,13 +1012,13 @@ impl Server {
             let (slot, count) = counts.enter(peer.ip());
             let limit = limits.client_connection_count_limit;
             let exempt = limits.exempt.as_ref().is_some_and(|f| f(peer.ip()));
-            let config = transport.clone();
+            let config = transport.current();
             if limit > 0 && count > limit && !exempt {
                 tracing::warn!(
                     "Connection concurrency limit exceeded: {count} from unknown[{}]",
                     peer.ip()
                 );
-                let reply = too_many_connections(&hostname, peer.ip());
+                let reply = too_many_connections(&config.session.hostname, peer.ip());
                 tasks.spawn(async move {
                     refuse_connection(stream, config, reply).await;
                     drop((permit, slot));

@@ -1,16 +1,34 @@
-//! The mail system in the foreground: opens the queue (recovering it),
-//! starts each `smtpd` service of `master.cf`, and runs until SIGINT or
-//! SIGTERM, then shuts the listeners down gracefully.
+//! The mail system in the foreground: takes the pid file's lock, opens
+//! the queue (recovering it), starts the scheduler with its transports,
+//! pickup and the control sockets, and each `smtpd` service of
+//! `master.cf`; runs until SIGINT or SIGTERM, then shuts the listeners
+//! down gracefully.
+//!
+//! SIGHUP (`mtad reload`) rereads `main.cf`, `master.cf` and every table
+//! they name, and when that works puts the new configuration in force
+//! without dropping a connection: listeners whose address stays keep
+//! their socket and open sessions (which finish with the settings they
+//! started with), new sessions get the new settings; a new scheduler
+//! takes over while the old one finishes the deliveries under way. A
+//! configuration with errors is reported and the running one stays.
+//! Changes of `queue_directory` and of a service's process limit need a
+//! restart.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use mta_core::address_class::RewriteConfig;
 use mta_core::config::Config;
 use mta_core::config::master_cf::MasterCf;
 use mta_core::dns::Resolver;
 use mta_maps::registry::{OpenContext, Registry};
 use mta_queue::cleanup::Cleanup;
+use mta_queue::notice::NoticeConfig;
+use mta_queue::pickup::{Pickup, PickupConfig};
+use mta_queue::scheduler::{Flush, Scheduler};
 use mta_queue::store::{Committer, Queue};
 use mta_queue::virtual_alias::VirtualAliases;
 
@@ -21,7 +39,7 @@ use mta_restrictions::relay::{RelaySafety, relay_safety};
 use mta_restrictions::restriction::Restrictions;
 use mta_smtp::dns::HickoryResolver;
 use mta_smtp::server::ServerConfig;
-use mta_smtp::transport::{ConnectionLimits, Server, TransportConfig};
+use mta_smtp::transport::{ConnectionLimits, Server, TransportConfig, TransportHandle};
 
 use crate::Fatal;
 use crate::log::Log;
@@ -46,18 +64,90 @@ fn content_limits(config: &Config) -> Result<ContentLimits, Fatal> {
     })
 }
 
-/// Runs the services of `config` and `master_text` until a signal.
+/// What lives as long as the process: the queue, its committer, the
+/// resolver, and the slots through which the control sockets and ETRN
+/// reach the scheduler and pickup of the current configuration.
+struct Base {
+    dir: PathBuf,
+    explicit: bool,
+    queue_dir: String,
+    queue: Queue,
+    committer: Committer,
+    wake: Arc<tokio::sync::Notify>,
+    dns: Arc<dyn Resolver>,
+    policy: Arc<dyn PolicyClient>,
+    scheduler: SchedulerSlot,
+    pickup: PickupSlot,
+    fast_flush_domains: Arc<RwLock<Vec<String>>>,
+}
+
+/// The pickup in force and its scan interval.
+type PickupSlot = Arc<RwLock<Option<(Arc<Pickup>, Duration)>>>;
+
+/// The scheduler of the configuration in force, for ETRN and flushes.
+pub(crate) type SchedulerSlot = Arc<RwLock<Option<Arc<Scheduler>>>>;
+
+/// One `smtpd` service of `master.cf`, built and ready to listen.
+struct ServiceSpec {
+    name: String,
+    address: SocketAddr,
+    shared: Arc<Service>,
+    transport: TransportConfig,
+    limits: ConnectionLimits,
+}
+
+/// Everything built from one reading of the configuration.
+struct Generation {
+    master_log: Log,
+    cleanup: Arc<Cleanup>,
+    scheduler: Arc<Scheduler>,
+    pickup: Option<(Arc<Pickup>, Duration)>,
+    services: Vec<ServiceSpec>,
+    fast_flush_domains: Vec<String>,
+    config_summary: String,
+}
+
+/// A listener that runs, and how to give it new settings or stop it.
+struct Listening {
+    name: String,
+    slot: Arc<RwLock<Arc<Service>>>,
+    transport: TransportHandle,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The running services.
+struct Running {
+    listeners: HashMap<SocketAddr, Listening>,
+    scheduler_stop: Option<tokio::sync::watch::Sender<bool>>,
+    /// Listeners, schedulers (the current one and any still finishing
+    /// their deliveries after a reload), pickup and the flush socket.
+    tasks: tokio::task::JoinSet<()>,
+    cleanup: Option<Arc<Cleanup>>,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(|e| e.into_inner()) = value;
+}
+
+/// Runs the services of `config` and `master_text` until SIGTERM or
+/// SIGINT; SIGHUP rereads the configuration.
 pub(crate) async fn run(
     dir: &Path,
+    explicit: bool,
     config: Config,
     master_text: &str,
     master_path: &str,
 ) -> Result<(), Fatal> {
-    let (master, _) = MasterCf::parse(master_text, master_path).map_err(fatal)?;
     let hostname = config.expanded("myhostname").map_err(fatal)?;
     let syslog_name = config.expanded("syslog_name").map_err(fatal)?;
-    let mail_name = config.expanded("mail_name").map_err(fatal)?;
     let master_log = Log::new(&hostname, &syslog_name, "master");
+    // One daemon per configuration: the pid file's lock says so.
+    let data_dir = PathBuf::from(config.expanded("data_directory").map_err(fatal)?);
+    let _pid_lock = crate::pidfile::acquire(&data_dir)?;
 
     let queue_dir = config.expanded("queue_directory").map_err(fatal)?;
     let queue =
@@ -74,27 +164,6 @@ pub(crate) async fn run(
         ));
     }
     let committer = Committer::start(4).map_err(|e| fatal(format!("start committer: {e}")))?;
-    let registry = Registry::new(OpenContext {
-        config_directory: Some(dir.to_path_buf()),
-        ..OpenContext::default()
-    });
-    let expanded = |name: &str| config.expanded(name).map_err(fatal);
-    let tables = ContentTables::open(
-        &registry,
-        &expanded("header_checks")?,
-        &expanded("mime_header_checks")?,
-        &expanded("nested_header_checks")?,
-        &expanded("body_checks")?,
-    )
-    .map_err(fatal)?;
-    let aliases = VirtualAliases::from_config(&config, &registry).map_err(fatal)?;
-    // Cleanup wakes the queue manager after each commit to incoming.
-    let wake_qmgr = Arc::new(tokio::sync::Notify::new());
-    let cleanup = Arc::new(
-        Cleanup::new(queue, committer, Arc::new(tables), content_limits(&config)?)
-            .with_virtual_aliases(aliases)
-            .with_queue_manager(Arc::clone(&wake_qmgr)),
-    );
     let dns: Arc<dyn Resolver> = Arc::new(match HickoryResolver::from_system() {
         Ok(r) => r,
         Err(e) => {
@@ -106,39 +175,279 @@ pub(crate) async fn run(
             HickoryResolver::with_servers(&[]).map_err(fatal)?
         }
     });
-
-    let policy: Arc<dyn PolicyClient> =
-        Arc::new(crate::policy::OffRuntime(Arc::new(StdPolicyClient::new())));
+    let base = Base {
+        dir: dir.to_path_buf(),
+        explicit,
+        queue_dir: queue_dir.clone(),
+        queue,
+        committer,
+        wake: Arc::new(tokio::sync::Notify::new()),
+        dns,
+        policy: Arc::new(crate::policy::OffRuntime(Arc::new(StdPolicyClient::new()))),
+        scheduler: Arc::default(),
+        pickup: Arc::default(),
+        fast_flush_domains: Arc::default(),
+    };
+    let (control_datagram, control_listener) = crate::control::bind(Path::new(&queue_dir))
+        .map_err(|e| fatal(format!("{queue_dir}/public: {e}")))?;
+    let (master, _) = MasterCf::parse(master_text, master_path).map_err(fatal)?;
+    let generation = build(&base, &config, &master, master_path, None).await?;
+    let mut running = Running {
+        listeners: HashMap::new(),
+        scheduler_stop: None,
+        tasks: tokio::task::JoinSet::new(),
+        cleanup: None,
+    };
+    apply(&base, &mut running, generation, true).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let scheduler = qmgr::scheduler(
-        &config,
-        &master,
-        master_path,
-        &registry,
-        Arc::clone(&cleanup),
-        &master_log,
-        &dns,
-    )?;
-    let scheduler = Arc::new(scheduler.with_waker(Arc::clone(&wake_qmgr)));
-    let mut servers = tokio::task::JoinSet::new();
+    running.tasks.spawn(pickup_loop(
+        Arc::clone(&base.pickup),
+        control_datagram,
+        Log::new(&hostname, &syslog_name, "pickup"),
+        stop_rx.clone(),
+    ));
+    running.tasks.spawn(flush_loop(
+        Arc::clone(&base.scheduler),
+        Arc::clone(&base.fast_flush_domains),
+        control_listener,
+        Log::new(&hostname, &syslog_name, "flush"),
+        stop_rx.clone(),
+    ));
+    master_log.info(&format!(
+        "daemon started -- configuration {}, queue {queue_dir}",
+        dir.display()
+    ));
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| fatal(format!("SIGHUP handler: {e}")))?;
+    loop {
+        tokio::select! {
+            () = wait_for_signal() => break,
+            _ = hangup.recv() => {
+                master_log.info(&format!("reload -- configuration {}", dir.display()));
+                match reload(&base, running.cleanup.as_deref()).await {
+                    Ok(generation) => {
+                        let log = generation.master_log.clone();
+                        if let Err(e) = apply(&base, &mut running, generation, false).await {
+                            log.warning(&format!("reload: {}", e.0));
+                        }
+                    }
+                    Err(e) => master_log.warning(&format!(
+                        "reload failed: {}; the running configuration stays in force",
+                        e.0
+                    )),
+                }
+            }
+        }
+    }
+    master_log.info("terminating on signal");
+    let _ = stop_tx.send(true);
+    for l in running.listeners.values() {
+        let _ = l.stop.send(true);
+    }
+    // The scheduler's deliveries under way are dropped: their messages
+    // stay in active and go back to incoming at the next start.
+    if let Some(s) = &running.scheduler_stop {
+        let _ = s.send(true);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::time::timeout_at(deadline.into(), running.tasks.join_next())
+        .await
+        .is_ok_and(|r| r.is_some())
+    {}
+    running.tasks.abort_all();
+    Ok(())
+}
+
+/// Rereads `main.cf` and `master.cf` and builds a new generation from
+/// them, or says why not (the running one stays).
+async fn reload(base: &Base, previous: Option<&Cleanup>) -> Result<Generation, Fatal> {
+    let loaded = crate::check(base.explicit.then(|| base.dir.clone()))?;
+    let queue_dir = loaded.config.expanded("queue_directory").map_err(fatal)?;
+    if queue_dir != base.queue_dir {
+        return Err(fatal(format!(
+            "queue_directory changed from {} to {queue_dir}: restart mtad to move the queue",
+            base.queue_dir
+        )));
+    }
+    let master_path = base.dir.join("master.cf").display().to_string();
+    let master_text = loaded.master_text.clone().unwrap_or_default();
+    let (master, _) = MasterCf::parse(&master_text, &master_path).map_err(fatal)?;
+    build(base, &loaded.config, &master, &master_path, previous).await
+}
+
+/// Puts `generation` in force: a new scheduler takes over while the old
+/// one finishes its deliveries; listeners on the same address keep their
+/// socket and open sessions and get the new settings for new sessions;
+/// new addresses are bound, vanished ones stopped.
+async fn apply(
+    base: &Base,
+    running: &mut Running,
+    generation: Generation,
+    first: bool,
+) -> Result<(), Fatal> {
+    let Generation {
+        master_log,
+        cleanup,
+        scheduler,
+        pickup,
+        services,
+        fast_flush_domains,
+        config_summary,
+    } = generation;
+    // Bind what is new first: on a first start a failure is fatal, on a
+    // reload it is reported and the rest goes ahead.
+    let mut bound = Vec::new();
+    for spec in &services {
+        if running.listeners.contains_key(&spec.address) {
+            continue;
+        }
+        match tokio::net::TcpListener::bind(spec.address).await {
+            Ok(l) => bound.push((spec.address, l)),
+            Err(e) if first => return Err(fatal(format!("bind {}: {e}", spec.address))),
+            Err(e) => master_log.warning(&format!(
+                "service {}: bind {}: {e}; not listening",
+                spec.name, spec.address
+            )),
+        }
+    }
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(old) = running.scheduler_stop.replace(stop_tx) {
+        let _ = old.send(true);
+    }
     {
-        let mut stop = stop_rx.clone();
         let scheduler = Arc::clone(&scheduler);
-        servers.spawn(async move {
+        running.tasks.spawn(async move {
             scheduler
-                .run(async move {
-                    let _ = stop.wait_for(|s| *s).await;
+                .run_then_drain(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
                 })
                 .await;
         });
     }
+    write(&base.scheduler, Some(scheduler));
+    write(&base.pickup, pickup);
+    write(&base.fast_flush_domains, fast_flush_domains);
+    running.cleanup = Some(cleanup);
+    let wanted: Vec<SocketAddr> = services.iter().map(|s| s.address).collect();
+    for (address, l) in &running.listeners {
+        if !wanted.contains(address) {
+            master_log.info(&format!(
+                "service {}: no longer listening on {address}",
+                l.name
+            ));
+            let _ = l.stop.send(true);
+        }
+    }
+    running.listeners.retain(|a, _| wanted.contains(a));
+    for spec in services {
+        if let Some(l) = running.listeners.get_mut(&spec.address) {
+            write(&l.slot, spec.shared);
+            l.transport.replace(spec.transport);
+            l.name = spec.name;
+            continue;
+        }
+        let Some(i) = bound.iter().position(|(a, _)| *a == spec.address) else {
+            continue;
+        };
+        let (address, listener) = bound.swap_remove(i);
+        master_log.info(&format!(
+            "service {}: smtpd listening on {address}",
+            spec.name
+        ));
+        let server = Server::new(listener, spec.transport, spec.limits);
+        let slot = Arc::new(RwLock::new(spec.shared));
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        running.listeners.insert(
+            address,
+            Listening {
+                name: spec.name,
+                slot: Arc::clone(&slot),
+                transport: server.transport_handle(),
+                stop,
+            },
+        );
+        running.tasks.spawn(async move {
+            server
+                .run(move || Session::new(read(&slot)), async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+    if !first {
+        master_log.info(&format!("reloaded: {config_summary}"));
+    }
+    Ok(())
+}
+
+/// Builds the cleanup, scheduler, pickup and smtpd services of one
+/// configuration.
+async fn build(
+    base: &Base,
+    config: &Config,
+    master: &MasterCf,
+    master_path: &str,
+    previous: Option<&Cleanup>,
+) -> Result<Generation, Fatal> {
+    let dir = &base.dir;
+    let hostname = config.expanded("myhostname").map_err(fatal)?;
+    let syslog_name = config.expanded("syslog_name").map_err(fatal)?;
+    let mail_name = config.expanded("mail_name").map_err(fatal)?;
+    let master_log = Log::new(&hostname, &syslog_name, "master");
+    let registry = Registry::new(OpenContext {
+        config_directory: Some(dir.clone()),
+        ..OpenContext::default()
+    });
+    let expanded = |name: &str| config.expanded(name).map_err(fatal);
+    let tables = ContentTables::open(
+        &registry,
+        &expanded("header_checks")?,
+        &expanded("mime_header_checks")?,
+        &expanded("nested_header_checks")?,
+        &expanded("body_checks")?,
+    )
+    .map_err(fatal)?;
+    let aliases = VirtualAliases::from_config(config, &registry).map_err(fatal)?;
+    let drop_headers = config.list("message_drop_headers").map_err(fatal)?;
+    // Every generation's cleanup continues the first one's queue ID
+    // sequence, so that sessions still open with the old one never make
+    // an ID the new one makes.
+    let limits = content_limits(config)?;
+    let cleanup = match previous {
+        Some(old) => old.reconfigured(Arc::new(tables), limits),
+        None => Cleanup::new(
+            base.queue.clone(),
+            base.committer.clone(),
+            Arc::new(tables),
+            limits,
+        ),
+    };
+    let cleanup = Arc::new(
+        cleanup
+            .with_virtual_aliases(aliases)
+            .with_drop_headers(drop_headers)
+            .with_queue_manager(Arc::clone(&base.wake)),
+    );
+    let scheduler = qmgr::scheduler(
+        config,
+        master,
+        master_path,
+        &registry,
+        Arc::clone(&cleanup),
+        &master_log,
+        &base.dns,
+    )?;
+    let scheduler = Arc::new(scheduler.with_waker(Arc::clone(&base.wake)));
+    let pickup = pickup_for(config, master, &cleanup, &hostname, &mail_name)?;
+    let mut services = Vec::new();
+    let mut skipped = Vec::new();
     for service in master.effective_services() {
         let program = service.command().program();
-        if qmgr::runs_inside(program) {
+        if qmgr::runs_inside(program) || program == "pickup" {
             continue;
         }
         let Some(endpoint) = service.inet_endpoint().filter(|_| program == "smtpd") else {
-            master_log.info(&format!(
+            skipped.push(format!(
                 "{master_path}, line {}: service {}/{} ({program}): not started: not built yet",
                 service.line(),
                 service.name(),
@@ -159,7 +468,7 @@ pub(crate) async fn run(
                 service.line()
             )));
         }
-        restrictions.set_policy_client(Arc::clone(&policy));
+        restrictions.set_policy_client(Arc::clone(&base.policy));
         let svc_syslog = svc_config.expanded("syslog_name").map_err(fatal)?;
         let receive_overrides = svc_config.list("receive_override_options").map_err(fatal)?;
         let log = Log::new(&hostname, &svc_syslog, "smtpd");
@@ -168,9 +477,6 @@ pub(crate) async fn run(
         }
         let address = listen_address(endpoint.host, endpoint.port)
             .map_err(|e| fatal(format!("{master_path}, line {}: {e}", service.line())))?;
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|e| fatal(format!("bind {address}: {e}")))?;
         let wrapper = svc_config.boolean("smtpd_tls_wrappermode").map_err(fatal)?;
         // The session settings already read smtpd_tls_security_level.
         let tls = if session.starttls || wrapper {
@@ -183,7 +489,6 @@ pub(crate) async fn run(
         if let Some(auth) = &sasl {
             session.auth_mechanisms = offered_mechanisms(&svc_config, auth.mechanisms())?;
         }
-        let wrapper = svc_config.boolean("smtpd_tls_wrappermode").map_err(fatal)?;
         if wrapper && tls.is_none() {
             return Err(fatal(format!(
                 "{master_path}, line {}: service {}: smtpd_tls_wrappermode = yes needs a certificate (smtpd_tls_cert_file or smtpd_tls_chain_files)",
@@ -203,22 +508,14 @@ pub(crate) async fn run(
                 .max(0) as usize,
             ..ConnectionLimits::default()
         };
-        master_log.info(&format!(
-            "service {}: smtpd listening on {address}",
-            service.name()
-        ));
         let shared = Arc::new(Service {
             restrictions,
-            dns: Arc::clone(&dns),
+            dns: Arc::clone(&base.dns),
             cleanup: Arc::clone(&cleanup),
             hostname: hostname.clone(),
             mail_name: mail_name.clone(),
-            fast_flush_domains: svc_config
-                .list("fast_flush_domains")
-                .map_err(fatal)?
-                .into_iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
+            fast_flush_domains: lower_list(&svc_config, "fast_flush_domains")?,
+            scheduler: Arc::clone(&base.scheduler),
             queue_minfree: u64::try_from(svc_config.integer("queue_minfree").map_err(fatal)?)
                 .unwrap_or(0),
             message_size_limit: u64::try_from(
@@ -254,28 +551,169 @@ pub(crate) async fn run(
                 .map_err(fatal)?,
             log,
         });
-        let mut stop = stop_rx.clone();
-        servers.spawn(async move {
-            Server::new(listener, transport, limits)
-                .run(move || Session::new(Arc::clone(&shared)), async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
+        services.push(ServiceSpec {
+            name: service.name().to_owned(),
+            address,
+            shared,
+            transport,
+            limits,
         });
     }
-    master_log.info(&format!(
-        "daemon started -- configuration {}, queue {queue_dir}",
-        dir.display()
-    ));
-    wait_for_signal().await;
-    master_log.info("terminating on signal");
-    let _ = stop_tx.send(true);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::time::timeout_at(deadline.into(), servers.join_next())
-        .await
-        .is_ok_and(|r| r.is_some())
-    {}
-    Ok(())
+    for line in &skipped {
+        master_log.info(line);
+    }
+    let config_summary = format!(
+        "{} smtpd service(s), pickup {}",
+        services.len(),
+        if pickup.is_some() { "on" } else { "off" }
+    );
+    Ok(Generation {
+        master_log,
+        cleanup,
+        scheduler,
+        pickup,
+        services,
+        fast_flush_domains: lower_list(config, "fast_flush_domains")?,
+        config_summary,
+    })
+}
+
+fn lower_list(config: &Config, name: &str) -> Result<Vec<String>, Fatal> {
+    Ok(config
+        .list(name)
+        .map_err(fatal)?
+        .into_iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect())
+}
+
+/// The pickup of `master.cf`'s `pickup` service (its wake-up column is
+/// the scan interval; Postfix's default is 60 seconds), or `None` when
+/// there is none: mail then waits in the maildrop.
+fn pickup_for(
+    config: &Config,
+    master: &MasterCf,
+    cleanup: &Arc<Cleanup>,
+    hostname: &str,
+    mail_name: &str,
+) -> Result<Option<(Arc<Pickup>, Duration)>, Fatal> {
+    let Some(service) = master
+        .effective_services()
+        .into_iter()
+        .find(|s| s.command().program() == "pickup")
+    else {
+        return Ok(None);
+    };
+    let svc_config = config.with_overrides(service.command().overrides());
+    let interval = service
+        .wakeup()
+        .interval()
+        .unwrap_or(Duration::from_secs(60));
+    let pickup = Pickup::new(
+        Arc::clone(cleanup),
+        PickupConfig {
+            rewrite: RewriteConfig::from_config(&svc_config).map_err(fatal)?,
+            hostname: hostname.to_owned(),
+            mail_name: mail_name.to_owned(),
+            header_address_token_limit: usize::try_from(
+                svc_config
+                    .integer("header_address_token_limit")
+                    .map_err(fatal)?,
+            )
+            .unwrap_or(10240),
+            undisclosed_recipients_header: svc_config
+                .expanded("undisclosed_recipients_header")
+                .map_err(fatal)?,
+            notice: NoticeConfig {
+                hostname: hostname.to_owned(),
+                bounce_size_limit: usize::try_from(
+                    svc_config.integer("bounce_size_limit").map_err(fatal)?,
+                )
+                .unwrap_or(50000),
+            },
+        },
+    );
+    Ok(Some((Arc::new(pickup), interval)))
+}
+
+/// Scans the maildrop when `sendmail` pokes the pickup socket, and every
+/// wake-up interval in case a poke was lost (or mail was dropped while
+/// the daemon was down).
+async fn pickup_loop(
+    slot: PickupSlot,
+    socket: tokio::net::UnixDatagram,
+    log: Log,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = [0u8; 64];
+    loop {
+        let current = read(&slot);
+        if let Some((pickup, _)) = &current {
+            pickup.scan(&|line: &str| log.info(line)).await;
+        }
+        let wait = current.map_or(Duration::from_secs(60), |(_, w)| w);
+        tokio::select! {
+            r = socket.recv(&mut buf) => {
+                if r.is_err() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                // Several pokes, one scan.
+                while socket.try_recv(&mut buf).is_ok() {}
+            }
+            () = tokio::time::sleep(wait) => {}
+            () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        }
+    }
+}
+
+/// Answers flush requests (`postqueue -f`, `-s`, `-i`, `sendmail -q`).
+async fn flush_loop(
+    scheduler: SchedulerSlot,
+    fast_flush_domains: Arc<RwLock<Vec<String>>>,
+    listener: tokio::net::UnixListener,
+    log: Log,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let scheduler = read(&scheduler);
+        let domains = read(&fast_flush_domains);
+        let log = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(r, 1024));
+            let got =
+                tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await;
+            let answer = match (got, crate::control::parse_request(&line)) {
+                (Ok(Ok(_)), Some(which)) => match (&which, scheduler) {
+                    (Flush::Site(site), _) if !domains.contains(site) => format!(
+                        "error mail for {site} is not eligible for flushing: not in fast_flush_domains"
+                    ),
+                    (_, Some(s)) => {
+                        let n = s.flush(which.clone()).await;
+                        log.info(&format!(
+                            "flush {which:?}: {n} deferred message(s) made due"
+                        ));
+                        format!("ok {n}")
+                    }
+                    (_, None) => "error the queue manager is not running".to_owned(),
+                },
+                _ => "error bad request".to_owned(),
+            };
+            let _ = w.write_all(format!("{answer}\n").as_bytes()).await;
+        });
+    }
 }
 
 async fn wait_for_signal() {

@@ -5,16 +5,19 @@
 //! Postfix's tools are subcommands (`mtad postconf ...`), or the binary
 //! invoked through a link named after the tool (`postconf ...`).
 
+mod control;
 mod daemon;
 mod host;
 mod log;
 mod master;
+mod pidfile;
 mod policy;
 mod postcat;
 mod postconf;
 mod postmap;
 mod postqueue;
 mod qmgr;
+mod sendmail;
 mod smtpd;
 mod tls;
 
@@ -77,6 +80,19 @@ enum Command {
     /// Validate main.cf and master.cf: malformed lines, bad values and
     /// unreadable files (with file and line), unused parameters.
     Check,
+    /// Whether the mail system runs (the pid file in data_directory).
+    Status,
+    /// Stop the running mail system gracefully, and wait until it has.
+    Stop,
+    /// Reread the configuration and tables without dropping connections
+    /// (SIGHUP to the running daemon).
+    Reload,
+    /// The Sendmail-compatible command line (sendmail(1)).
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Postfix configuration utility (postconf(1)).
     #[command(disable_help_flag = true, allow_hyphen_values = true)]
     Postconf {
@@ -140,6 +156,7 @@ const TOOLS: &[&str] = &[
     "postqueue",
     "mailq",
     "saslpasswd",
+    "sendmail",
 ];
 
 /// Runs one tool with its own command line (`args[0]` is its name); the
@@ -187,6 +204,7 @@ fn run_tool(tool: &str, args: Vec<String>) -> Result<ExitCode, Fatal> {
         }
         "postcat" => postcat::run(&args).map(|()| ExitCode::SUCCESS),
         "saslpasswd" => saslpasswd(&args).map(|()| ExitCode::SUCCESS),
+        "sendmail" => sendmail::run(&args),
         "postqueue" | "mailq" => postqueue::run(&args, tool == "mailq").map(|()| ExitCode::SUCCESS),
         _ => Err(Fatal(format!("unknown tool {tool}"))),
     }
@@ -224,16 +242,31 @@ fn main() -> ExitCode {
                 | Command::Postqueue { .. }
                 | Command::Mailq { .. }
                 | Command::Newaliases { .. }
-                | Command::Saslpasswd { .. },
+                | Command::Saslpasswd { .. }
+                | Command::Sendmail { .. },
             ) => {
                 unreachable!("tools are dispatched before the daemon's command line")
             }
             Some(Command::Check) => check_all(cli.config_dir),
+            Some(Command::Status) => return control(pidfile::Control::Status, cli.config_dir),
+            Some(Command::Stop) => return control(pidfile::Control::Stop, cli.config_dir),
+            Some(Command::Reload) => return control(pidfile::Control::Reload, cli.config_dir),
             None => run_daemon(cli.config_dir),
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(message)) => {
+            eprintln!("{}: fatal: {message}", program());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `mtad status|stop|reload`, with Postfix's exit status.
+fn control(which: pidfile::Control, dir: Option<PathBuf>) -> ExitCode {
+    match pidfile::control(which, dir) {
+        Ok(code) => code,
         Err(Fatal(message)) => {
             eprintln!("{}: fatal: {message}", program());
             ExitCode::from(1)
@@ -278,7 +311,7 @@ fn saslpasswd(args: &[String]) -> Result<(), Fatal> {
 
 /// `mtad check`: parse both files, validate every set parameter, print
 /// warnings; exit 1 on any error.
-fn check(flag: Option<PathBuf>) -> Result<postconf::Loaded, Fatal> {
+pub(crate) fn check(flag: Option<PathBuf>) -> Result<postconf::Loaded, Fatal> {
     let (dir, explicit) = config_dir(flag);
     let mut loaded = postconf::load(&dir, explicit, "mtad")?;
     let config = &mut loaded.config;
@@ -375,5 +408,11 @@ fn run_daemon(flag: Option<PathBuf>) -> Result<(), Fatal> {
         .enable_all()
         .build()
         .map_err(|e| Fatal(format!("start the runtime: {e}")))?;
-    runtime.block_on(daemon::run(&dir, loaded.config, &master_text, &master_path))
+    runtime.block_on(daemon::run(
+        &dir,
+        explicit,
+        loaded.config,
+        &master_text,
+        &master_path,
+    ))
 }

@@ -33,6 +33,8 @@ pub(crate) struct Service {
     pub(crate) mail_name: String,
     /// `fast_flush_domains`, lower-cased: the domains ETRN may flush.
     pub(crate) fast_flush_domains: Vec<String>,
+    /// The scheduler in force, which ETRN asks to flush.
+    pub(crate) scheduler: crate::daemon::SchedulerSlot,
     /// `queue_minfree` and `message_size_limit`, for the free-space check
     /// at MAIL FROM.
     pub(crate) queue_minfree: u64,
@@ -322,8 +324,17 @@ impl Session {
                 // RFC 1985: `@domain` and `#queue` forms name a domain too.
                 let domain = arg.trim_start_matches(['@', '#']).to_ascii_lowercase();
                 if self.service.fast_flush_domains.contains(&domain) {
-                    // The queue's flush comes with the scheduler; the
-                    // deferred mail is retried on its own schedule.
+                    let scheduler = self
+                        .service
+                        .scheduler
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    if let Some(s) = scheduler {
+                        tokio::spawn(async move {
+                            s.flush(mta_queue::scheduler::Flush::Site(domain)).await;
+                        });
+                    }
                     Some(Answer::Accept)
                 } else {
                     Some(Answer::Reply(reply(&format!(

@@ -6,64 +6,14 @@
 //!
 //! Skips with a printed reason when `smtp-sink` is absent; fails in CI.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Running, free_port, send, wait_for_port};
+use common::{Running, SINK, free_port, send, sink, wait_for_files, wait_for_port};
 
 const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
-const SINK: &str = "/usr/sbin/smtp-sink";
-
-/// `smtp-sink` on 127.0.0.1 dumping messages into `dump` (a directory
-/// anyone may write: it runs as nobody under root).
-fn sink(dump: &Path, options: &[&str]) -> (Running, u16) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dump).unwrap();
-    std::fs::set_permissions(dump, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let port = free_port();
-    let mut cmd = Command::new(SINK);
-    if nix::unistd::geteuid().is_root() {
-        cmd.args(["-u", "nobody"]);
-    }
-    let child = cmd
-        .args(["-d", &format!("{}/msg", dump.display())])
-        .args(options)
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("10")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start smtp-sink");
-    let child = Running(child);
-    wait_for_port(port, "smtp-sink");
-    (child, port)
-}
-
-fn wait_for_files(dir: &Path, n: usize) -> Vec<String> {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        if files.len() >= n {
-            files.sort();
-            return files
-                .iter()
-                .map(|f| std::fs::read_to_string(f).unwrap())
-                .collect();
-        }
-        assert!(
-            Instant::now() < until,
-            "{} files in {}",
-            files.len(),
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn mail_for_the_internet_is_relayed_and_refusals_bounce() {
     if !Path::new(SINK).exists() {

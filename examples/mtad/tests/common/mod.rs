@@ -12,8 +12,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// `examples/small-office` copied to a scratch directory named after
 /// `name`, with `master.cf` passed through `edit_master` and the hash
@@ -144,4 +144,58 @@ pub(crate) fn send(port: u16, from: &str, to: &str, message: &str) -> String {
     let r = reply();
     writer.write_all(b"QUIT\r\n").unwrap();
     r
+}
+
+pub(crate) const SINK: &str = "/usr/sbin/smtp-sink";
+
+/// `smtp-sink` on 127.0.0.1 dumping messages into `dump` (a directory
+/// anyone may write: it runs as nobody under root).
+pub(crate) fn sink(dump: &Path, options: &[&str]) -> (Running, u16) {
+    sink_at(dump, options, free_port())
+}
+
+/// [`sink`] on a given port (one a test already told mtad about).
+pub(crate) fn sink_at(dump: &Path, options: &[&str], port: u16) -> (Running, u16) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dump).unwrap();
+    std::fs::set_permissions(dump, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = Command::new(SINK);
+    if nix::unistd::geteuid().is_root() {
+        cmd.args(["-u", "nobody"]);
+    }
+    let child = cmd
+        .args(["-d", &format!("{}/msg", dump.display())])
+        .args(options)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start smtp-sink");
+    let child = Running(child);
+    wait_for_port(port, "smtp-sink");
+    (child, port)
+}
+
+pub(crate) fn wait_for_files(dir: &Path, n: usize) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        if files.len() >= n {
+            files.sort();
+            return files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap())
+                .collect();
+        }
+        assert!(
+            Instant::now() < until,
+            "{} files in {}",
+            files.len(),
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
