@@ -55,6 +55,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod admin;
 pub mod cleanup;
 pub mod defer_log;
 pub mod file;

@@ -16,6 +16,7 @@ mod postcat;
 mod postconf;
 mod postmap;
 mod postqueue;
+mod postsuper;
 mod qmgr;
 mod sendmail;
 mod smtpd;
@@ -87,6 +88,12 @@ enum Command {
     /// Reread the configuration and tables without dropping connections
     /// (SIGHUP to the running daemon).
     Reload,
+    /// Queue maintenance (postsuper(1)): `-d`, `-h`, `-H` a queue ID or ALL.
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Postsuper {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The Sendmail-compatible command line (sendmail(1)).
     #[command(disable_help_flag = true, allow_hyphen_values = true)]
     Sendmail {
@@ -157,6 +164,7 @@ const TOOLS: &[&str] = &[
     "mailq",
     "saslpasswd",
     "sendmail",
+    "postsuper",
 ];
 
 /// Runs one tool with its own command line (`args[0]` is its name); the
@@ -205,6 +213,7 @@ fn run_tool(tool: &str, args: Vec<String>) -> Result<ExitCode, Fatal> {
         "postcat" => postcat::run(&args).map(|()| ExitCode::SUCCESS),
         "saslpasswd" => saslpasswd(&args).map(|()| ExitCode::SUCCESS),
         "sendmail" => sendmail::run(&args),
+        "postsuper" => postsuper::run(&args).map(|()| ExitCode::SUCCESS),
         "postqueue" | "mailq" => postqueue::run(&args, tool == "mailq").map(|()| ExitCode::SUCCESS),
         _ => Err(Fatal(format!("unknown tool {tool}"))),
     }
@@ -243,7 +252,8 @@ fn main() -> ExitCode {
                 | Command::Mailq { .. }
                 | Command::Newaliases { .. }
                 | Command::Saslpasswd { .. }
-                | Command::Sendmail { .. },
+                | Command::Sendmail { .. }
+                | Command::Postsuper { .. },
             ) => {
                 unreachable!("tools are dispatched before the daemon's command line")
             }

@@ -427,6 +427,74 @@ fn virtual_aliases_reach_their_mailboxes_once() {
 }
 
 #[test]
+fn held_mail_waits_until_the_postmaster_releases_it() {
+    let (dir, smtp, _) = site("hold");
+    let _daemon = start(&dir, smtp);
+    let (mut c, _) = Client::connect(smtp);
+    c.send("EHLO client.example.org");
+    let r = c.mail(
+        "carol@example.org",
+        &["bob@example.com"],
+        "Subject: our newsletter\nPrecedence: bulk\n\nnews\n",
+    );
+    let id = r
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("{r}"))
+        .trim()
+        .to_owned();
+    assert!(c.send("QUIT").starts_with("221"));
+    let c = dir.display().to_string();
+    let mailq = || {
+        let out = Command::new(MTAD)
+            .args(["mailq", "-c", &c])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listing = mailq();
+    assert!(listing.contains(&format!("{id}!")), "{listing}");
+    assert!(listing.contains("carol@example.org"), "{listing}");
+    // The scheduler leaves it alone.
+    std::thread::sleep(Duration::from_millis(500));
+    let bob = dir.join("state/mail/example.com/bob/new");
+    assert_eq!(std::fs::read_dir(&bob).map_or(0, |d| d.count()), 0);
+
+    let out = Command::new(MTAD)
+        .args(["postsuper", "-c", &c, "-H", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("postsuper: Released from hold: 1 message"),
+        "{said}"
+    );
+    let got = wait_for_messages(&bob, 1);
+    assert!(got[0].contains("Subject: our newsletter\n"), "{}", got[0]);
+    assert!(!mailq().contains(&id));
+
+    // Held again and deleted: it is gone for good.
+    let mut c2 = Client::connect(smtp).0;
+    c2.send("EHLO client.example.org");
+    let r = c2.mail(
+        "carol@example.org",
+        &["bob@example.com"],
+        "Subject: more news\nPrecedence: bulk\n\nnews\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let out = Command::new(MTAD)
+        .args(["postsuper", "-c", &c, "-d", "ALL", "hold"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("postsuper: Deleted: 1 message"),
+        "{out:?}"
+    );
+    assert_eq!(mailq(), "Mail queue is empty\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn local_aliases_forward_through_the_queue() {
     // postmaster@mail.example.com is local (mydestination): aliases
     // postmaster -> root -> alice@example.com, which the local agent
