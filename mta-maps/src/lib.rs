@@ -59,5 +59,6 @@ pub mod search;
 pub mod source;
 pub mod static_map;
 pub mod texthash;
+pub mod unix;
 
 pub use map::{KeyKind, Lookup, LookupResult, Map, MapError};

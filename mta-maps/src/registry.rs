@@ -181,6 +181,10 @@ impl Registry {
             Box::new(|name, _| Ok((Arc::new(InlineMap::parse(name)?), Vec::new()))),
         );
         r.register(
+            "unix",
+            Box::new(|name, _| Ok((Arc::new(crate::unix::UnixTable::open(name)?), Vec::new()))),
+        );
+        r.register(
             "static",
             Box::new(|name, _| Ok((Arc::new(StaticMap::new(name)), Vec::new()))),
         );
@@ -225,6 +229,11 @@ impl Registry {
             return Ok(Arc::clone(&o.map));
         }
         let table = TableRef::parse(reference)?;
+        // proxy:TYPE:NAME asks Postfix's proxymap to open TYPE:NAME for
+        // processes that may not; in one process it is that table.
+        if table.kind == "proxy" {
+            return self.open(table.name);
+        }
         let opener = self.openers.get(table.kind).ok_or_else(|| {
             MapError::config(
                 reference.to_string(),

@@ -439,6 +439,12 @@ async fn build(
     )?;
     let scheduler = Arc::new(scheduler.with_waker(Arc::clone(&base.wake)));
     let pickup = pickup_for(config, master, &cleanup, &hostname, &mail_name)?;
+    if let Some((_, every)) = &pickup {
+        master_log.info(&format!(
+            "service pickup: runs inside mtad: the maildrop is scanned when sendmail says so and every {}s",
+            every.as_secs()
+        ));
+    }
     let mut services = Vec::new();
     let mut skipped = Vec::new();
     for service in master.effective_services() {
@@ -448,10 +454,11 @@ async fn build(
         }
         let Some(endpoint) = service.inet_endpoint().filter(|_| program == "smtpd") else {
             skipped.push(format!(
-                "{master_path}, line {}: service {}/{} ({program}): not started: not built yet",
+                "{master_path}, line {}: service {}/{} ({program}): {}",
                 service.line(),
                 service.name(),
-                service.service_type()
+                service.service_type(),
+                not_started(program)
             ));
             continue;
         };
@@ -576,6 +583,26 @@ async fn build(
         fast_flush_domains: lower_list(config, "fast_flush_domains")?,
         config_summary,
     })
+}
+
+/// Why a `master.cf` service does not start as a service of its own:
+/// mtad does that work inside itself, does not need it, or lacks it.
+fn not_started(program: &str) -> &'static str {
+    match program {
+        "flush" => "runs inside mtad: flushes come through queue_directory/public/flush",
+        "showq" => "runs inside mtad: mailq reads the queue itself",
+        "anvil" => "runs inside mtad: the smtpd services count connections and rates",
+        "scache" => "runs inside mtad: the smtp client keeps its own connection cache",
+        "tlsmgr" => "not needed: rustls keeps TLS session state and randomness in the process",
+        "proxymap" => {
+            "not needed: tables open in the one mtad process (proxy:TYPE:NAME is TYPE:NAME)"
+        }
+        "postlogd" => "not needed: mtad writes its own log (standard error or maillog_file)",
+        "verify" => "not started: address verification (reject_unverified_*) is not built",
+        "postscreen" | "dnsblog" | "tlsproxy" => "not started: not built yet",
+        "spawn" => "not started: spawn(8) is not built (policy services run on their own)",
+        _ => "not started: mtad has no such program",
+    }
 }
 
 fn lower_list(config: &Config, name: &str) -> Result<Vec<String>, Fatal> {

@@ -199,3 +199,35 @@ pub(crate) fn wait_for_files(dir: &Path, n: usize) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// An SMTP connection after its greeting: a reader and a writer.
+pub(crate) fn smtp_session(port: u16) -> (BufReader<TcpStream>, TcpStream) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let greeting = read_reply(&mut reader);
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    (reader, stream)
+}
+
+/// One reply, all its lines.
+pub(crate) fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "connection closed after {all:?}");
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
+}
+
+/// Sends one command line; its reply.
+pub(crate) fn say(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, line: &str) -> String {
+    writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    read_reply(reader)
+}
