@@ -333,7 +333,9 @@ pub async fn serve_connection<H: SessionHandler>(
         wrapper_mode: config.wrapper_mode,
     };
     let client = info.client();
-    tracing::info!("connect from {client}");
+    // The handler, which knows the client's verified name, logs connect
+    // and disconnect as Postfix's smtpd does; these are for debugging.
+    tracing::debug!("connect from {client}");
     let mut conn = Connection {
         io: Stream::Plain(stream),
         session: None,
@@ -352,7 +354,7 @@ pub async fn serve_connection<H: SessionHandler>(
     if let Err(e) = conn.run().await {
         tracing::info!("{e} after {} from {client}", conn.stage);
     }
-    tracing::info!("disconnect from {client}");
+    tracing::debug!("disconnect from {client}");
 }
 
 /// Why a connection ended early; logged, never returned to callers.

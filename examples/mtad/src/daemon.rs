@@ -144,6 +144,8 @@ pub(crate) async fn run(
 ) -> Result<(), Fatal> {
     let hostname = config.expanded("myhostname").map_err(fatal)?;
     let syslog_name = config.expanded("syslog_name").map_err(fatal)?;
+    crate::log::configure(&config)?;
+    crate::log::install_tracing(&hostname, &syslog_name);
     let master_log = Log::new(&hostname, &syslog_name, "master");
     // One daemon per configuration: the pid file's lock says so.
     let data_dir = PathBuf::from(config.expanded("data_directory").map_err(fatal)?);
@@ -262,6 +264,8 @@ pub(crate) async fn run(
 /// them, or says why not (the running one stays).
 async fn reload(base: &Base, previous: Option<&Cleanup>) -> Result<Generation, Fatal> {
     let loaded = crate::check(base.explicit.then(|| base.dir.clone()))?;
+    // The log is reopened (rotation) or moved as the new configuration says.
+    crate::log::configure(&loaded.config)?;
     let queue_dir = loaded.config.expanded("queue_directory").map_err(fatal)?;
     if queue_dir != base.queue_dir {
         return Err(fatal(format!(

@@ -187,3 +187,65 @@ fn status_reload_and_stop() {
     assert!(TcpStream::connect(("127.0.0.1", smtp)).is_err());
     assert_eq!(mtad(&dir, "status").status.code(), Some(1));
 }
+
+#[test]
+fn the_log_goes_where_maillog_file_says() {
+    let smtp = free_port();
+    let dir = common::compiled_site("maillog", |master| {
+        master
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{} ", free_port()))
+    });
+    let main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
+    let logfile = dir.join("maillog");
+    // Outside maillog_file_prefixes: refused, as Postfix refuses it.
+    std::fs::write(
+        dir.join("main.cf"),
+        format!("{main_cf}maillog_file = {}\n", logfile.display()),
+    )
+    .unwrap();
+    let refused = Command::new(MTAD)
+        .args(["-c", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("not under any of maillog_file_prefixes"),
+        "{}",
+        stderr(&refused)
+    );
+    std::fs::write(
+        dir.join("main.cf"),
+        format!(
+            "{main_cf}maillog_file = {}\nmaillog_file_prefixes = {}\n",
+            logfile.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let _daemon = Running(
+        Command::new(MTAD)
+            .args(["-c", &dir.display().to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(smtp, "mtad");
+    let mut s = Session::open(smtp);
+    assert!(s.try_rcpt("nobody-here@example.com").starts_with("550"));
+    drop(s);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&logfile).unwrap_or_default();
+        // The daemon's own lines and the smtpd's refusal, in Postfix's shape.
+        if log.contains("postfix/master[")
+            && log.contains("]: daemon started -- configuration")
+            && log.contains("postfix/smtpd[")
+            && log.contains("NOQUEUE: reject: RCPT from ")
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
