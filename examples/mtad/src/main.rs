@@ -21,6 +21,7 @@ mod qmgr;
 mod sendmail;
 mod smtpd;
 mod tls;
+mod unsupported;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -329,7 +330,24 @@ pub(crate) fn check(flag: Option<PathBuf>) -> Result<postconf::Loaded, Fatal> {
     for w in config.warnings() {
         warn(&w.to_string());
     }
-    let errors = config.validate();
+    let mut errors: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+    // Features mtad lacks are refused, not ignored; tables must open.
+    let master_path = dir.join("master.cf").display().to_string();
+    let master = loaded
+        .master_text
+        .as_deref()
+        .and_then(|t| mta_core::config::master_cf::MasterCf::parse(t, &master_path).ok())
+        .map(|(m, _)| m);
+    errors.extend(unsupported::refusals(config, master.as_ref(), &master_path));
+    let registry = mta_maps::registry::Registry::new(mta_maps::registry::OpenContext {
+        config_directory: Some(dir.clone()),
+        ..Default::default()
+    });
+    let (table_errors, table_warnings) = unsupported::table_problems(config, &registry);
+    errors.extend(table_errors);
+    for w in &table_warnings {
+        warn(w);
+    }
     for e in &errors {
         eprintln!("{}: error: {e}", program());
     }

@@ -122,3 +122,65 @@ fn check_refuses_an_open_relay_and_names_the_rule() {
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("OPEN RELAY"), "{stderr}");
 }
+
+#[test]
+fn check_refuses_what_mtad_does_not_do_and_warns_of_stale_tables() {
+    let mtad = env!("CARGO_BIN_EXE_mtad");
+    let site = compiled_site("unsupported");
+    let run = || {
+        Command::new(mtad)
+            .args(["check", "-c", site.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // A table edited after postmap: a warning that says what to run.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let vmailbox = std::fs::read_to_string(site.join("vmailbox")).unwrap();
+    std::fs::write(
+        site.join("vmailbox"),
+        format!("{vmailbox}grace@example.com example.com/grace/\n"),
+    )
+    .unwrap();
+    let stale = run();
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert!(stale.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("vmailbox is newer than") && stderr.contains("run \"mtad postmap hash:"),
+        "{stderr}"
+    );
+    // A Milter and an override of a feature mtad lacks: refused, with
+    // file and line; left at its default, a listed parameter is fine.
+    let main_cf = std::fs::read_to_string(site.join("main.cf")).unwrap();
+    let lines = main_cf.lines().count();
+    std::fs::write(
+        site.join("main.cf"),
+        format!("{main_cf}smtpd_milters = inet:127.0.0.1:8891\ndelay_warning_time = 0h\n"),
+    )
+    .unwrap();
+    let master = std::fs::read_to_string(site.join("master.cf")).unwrap();
+    std::fs::write(
+        site.join("master.cf"),
+        master.replacen(
+            "  -o syslog_name=postfix/submission",
+            "  -o syslog_name=postfix/submission\n  -o smtpd_proxy_filter=127.0.0.1:10025",
+            1,
+        ),
+    )
+    .unwrap();
+    let refused = run();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let _ = std::fs::remove_dir_all(&site);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "main.cf, line {}: smtpd_milters = inet:127.0.0.1:8891: not supported by mtad (Milter applications in smtpd)",
+            lines + 1
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("-o smtpd_proxy_filter=127.0.0.1:10025: not supported by mtad"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("delay_warning_time"), "{stderr}");
+}
