@@ -47,12 +47,15 @@ enum Token {
     Special(char),
 }
 
-/// Splits `value` into tokens, dropping white space and comments; at most
-/// `limit` tokens.
-fn tokens(value: &str, limit: usize) -> Vec<Token> {
+/// Splits `value` into tokens with their byte ranges, dropping white
+/// space and comments; at most `limit` tokens.
+fn tokens(value: &str, limit: usize) -> Vec<(Token, std::ops::Range<usize>)> {
     let mut out = Vec::new();
-    let mut chars = value.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut chars = value.char_indices().peekable();
+    let end_of = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+        chars.peek().map_or(value.len(), |&(i, _)| i)
+    };
+    while let Some((start, c)) = chars.next() {
         if out.len() >= limit {
             break;
         }
@@ -62,7 +65,7 @@ fn tokens(value: &str, limit: usize) -> Vec<Token> {
                 // A comment, nested, with backslash escapes; an unclosed
                 // one runs to the end.
                 let mut depth = 1usize;
-                while let Some(c) = chars.next() {
+                while let Some((_, c)) = chars.next() {
                     match c {
                         '\\' => {
                             chars.next();
@@ -80,11 +83,11 @@ fn tokens(value: &str, limit: usize) -> Vec<Token> {
             }
             '"' => {
                 let mut s = String::from('"');
-                while let Some(c) = chars.next() {
+                while let Some((_, c)) = chars.next() {
                     s.push(c);
                     match c {
                         '\\' => {
-                            if let Some(n) = chars.next() {
+                            if let Some((_, n)) = chars.next() {
                                 s.push(n);
                             }
                         }
@@ -95,11 +98,11 @@ fn tokens(value: &str, limit: usize) -> Vec<Token> {
                 if !s.ends_with('"') || s.len() == 1 {
                     s.push('"');
                 }
-                out.push(Token::Quoted(s));
+                out.push((Token::Quoted(s), start..end_of(&mut chars)));
             }
             '[' => {
                 let mut s = String::from('[');
-                for c in chars.by_ref() {
+                for (_, c) in chars.by_ref() {
                     s.push(c);
                     if c == ']' {
                         break;
@@ -108,19 +111,21 @@ fn tokens(value: &str, limit: usize) -> Vec<Token> {
                 if !s.ends_with(']') {
                     s.push(']');
                 }
-                out.push(Token::Literal(s));
+                out.push((Token::Literal(s), start..end_of(&mut chars)));
             }
-            '<' | '>' | ',' | ';' | ':' | '@' | '.' => out.push(Token::Special(c)),
+            '<' | '>' | ',' | ';' | ':' | '@' | '.' => {
+                out.push((Token::Special(c), start..start + 1));
+            }
             _ => {
                 let mut s = String::from(c);
-                while let Some(&n) = chars.peek() {
+                while let Some(&(_, n)) = chars.peek() {
                     if n.is_whitespace() || "()\"[<>,;:@.".contains(n) {
                         break;
                     }
                     s.push(n);
                     chars.next();
                 }
-                out.push(Token::Atom(s));
+                out.push((Token::Atom(s), start..end_of(&mut chars)));
             }
         }
     }
@@ -128,9 +133,9 @@ fn tokens(value: &str, limit: usize) -> Vec<Token> {
 }
 
 /// The text of address tokens, concatenated.
-fn text(tokens: &[Token]) -> String {
+fn text(tokens: &[(Token, std::ops::Range<usize>)]) -> String {
     let mut s = String::new();
-    for t in tokens {
+    for (t, _) in tokens {
         match t {
             Token::Atom(a) | Token::Quoted(a) | Token::Literal(a) => s.push_str(a),
             Token::Special(c) => s.push(*c),
@@ -140,38 +145,60 @@ fn text(tokens: &[Token]) -> String {
 }
 
 /// The mailbox of one list element: what is inside its angle brackets
-/// (less a source route), or, without brackets, all of its tokens.
-fn mailbox(element: &[Token]) -> Option<String> {
-    let open = element.iter().position(|t| *t == Token::Special('<'));
+/// (less a source route), or, without brackets, all of its tokens; with
+/// the byte range it spans in the value.
+fn mailbox(
+    element: &[(Token, std::ops::Range<usize>)],
+) -> Option<(String, std::ops::Range<usize>)> {
+    let is = |t: &(Token, std::ops::Range<usize>), c: char| t.0 == Token::Special(c);
+    let open = element.iter().position(|t| is(t, '<'));
     let inner = match open {
         Some(i) => {
             let rest = &element[i + 1..];
-            let close = rest
-                .iter()
-                .position(|t| *t == Token::Special('>'))
-                .unwrap_or(rest.len());
+            let close = rest.iter().position(|t| is(t, '>')).unwrap_or(rest.len());
             let inside = &rest[..close];
             // <@a.example,@b.example:user@c.example>: the route goes.
-            match inside.iter().rposition(|t| *t == Token::Special(':')) {
-                Some(colon) if inside.first() == Some(&Token::Special('@')) => &inside[colon + 1..],
+            match inside.iter().rposition(|t| is(t, ':')) {
+                Some(colon) if inside.first().is_some_and(|t| is(t, '@')) => &inside[colon + 1..],
                 _ => inside,
             }
         }
         None => element,
     };
     let s = text(inner);
-    (!s.is_empty()).then_some(s)
+    let span = inner.first()?.1.start..inner.last()?.1.end;
+    (!s.is_empty()).then_some((s, span))
 }
 
 /// The mailboxes of a header value holding an address list, in order,
 /// each as address text without comments or white space. See the
 /// [module documentation](self).
 pub fn address_list(value: &str, token_limit: usize) -> Vec<String> {
+    address_spans(value, token_limit)
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect()
+}
+
+/// As [`address_list`], with the byte range of each mailbox's address in
+/// `value`, so that a caller can rewrite the addresses of a header and
+/// keep its display names, comments and layout.
+///
+/// ```
+/// use mta_core::header::address_spans;
+///
+/// let value = "Bob <bob@mail.example.com>, carol";
+/// let spans = address_spans(value, 10240);
+/// assert_eq!(spans[0].0, "bob@mail.example.com");
+/// assert_eq!(&value[spans[0].1.clone()], "bob@mail.example.com");
+/// assert_eq!(&value[spans[1].1.clone()], "carol");
+/// ```
+pub fn address_spans(value: &str, token_limit: usize) -> Vec<(String, std::ops::Range<usize>)> {
     let tokens = tokens(value, token_limit);
     let mut out = Vec::new();
     let mut start = 0;
     let mut in_angle = false;
-    for (i, t) in tokens.iter().enumerate() {
+    for (i, (t, _)) in tokens.iter().enumerate() {
         match t {
             Token::Special('<') => in_angle = true,
             Token::Special('>') => in_angle = false,

@@ -28,8 +28,17 @@
 //! `Message-Id:`) are made by [`crate::pickup`], which has the whole
 //! message before it starts one here.
 //!
-//! Not yet (issue 6): address rewriting (`canonical_maps`,
-//! masquerading), `hopcount_limit`. The `REDIRECT` and `BCC` actions of
+//! - envelope addresses go through [`crate::canonical`]
+//!   (`sender_canonical_maps`, `recipient_canonical_maps`,
+//!   `canonical_maps`, masquerading) before virtual alias expansion, and
+//!   header addresses too when the submission asks for it
+//!   ([`Cleanup::with_canonical`]); `receive_override_options =
+//!   no_address_mappings` turns all of it off.
+//!
+//! - more than `hopcount_limit` `Received:` headers is a mail loop: the
+//!   message is refused with `554 5.4.0 Error: too many hops`.
+//!
+//! The `REDIRECT` and `BCC` actions of
 //! `header_checks` are reported in the verdict, not applied; smtpd
 //! checks `queue_minfree`.
 
@@ -45,6 +54,7 @@ use mta_restrictions::content::{
     ContentFilter, ContentLimits, ContentTables, ContentVerdict, MessageContext, Piece,
 };
 
+use crate::canonical::{Canonical, Role};
 use crate::file::{Envelope, QueueFileWriter, Recipient};
 use crate::store::{Commit, Committer, Queue, QueueName};
 use crate::virtual_alias::VirtualAliases;
@@ -61,6 +71,8 @@ pub struct Cleanup {
     aliases: Option<VirtualAliases>,
     queue_manager: Option<Arc<tokio::sync::Notify>>,
     drop_headers: Arc<Vec<String>>,
+    canonical: Option<Arc<Canonical>>,
+    hop_limit: usize,
 }
 
 /// A message about to be written.
@@ -95,6 +107,10 @@ pub struct Submission {
     pub hold: bool,
     /// A `DISCARD` from the SMTP restrictions: accepted and dropped.
     pub discard: bool,
+    /// Rewrite the addresses in the message's headers too (canonical
+    /// maps, masquerading): Postfix does for local submissions and for
+    /// clients in `local_header_rewrite_clients`, not for others.
+    pub rewrite_headers: bool,
 }
 
 /// Why a message was not queued.
@@ -146,6 +162,11 @@ pub struct CleanupMessage {
     filter: Option<ContentFilter<'static>>,
     buffer: Vec<u8>,
     drop_headers: Arc<Vec<String>>,
+    /// Canonical mapping for header addresses, when they are rewritten.
+    header_canonical: Option<Arc<Canonical>>,
+    /// `Received:` headers seen, and `hopcount_limit` (0: none).
+    hops: usize,
+    hop_limit: usize,
     error: Option<io::Error>,
     /// HOLD and DISCARD decided before the content (restrictions).
     hold: bool,
@@ -189,6 +210,8 @@ impl Cleanup {
             uniquifier: Arc::new(AtomicU64::new(u64::from(std::process::id()))),
             aliases: None,
             queue_manager: None,
+            canonical: None,
+            hop_limit: 50,
             drop_headers: Arc::new(
                 ["bcc", "content-length", "resent-bcc", "return-path"]
                     .map(String::from)
@@ -223,7 +246,25 @@ impl Cleanup {
             aliases: None,
             queue_manager: self.queue_manager.clone(),
             drop_headers: Arc::clone(&self.drop_headers),
+            canonical: None,
+            hop_limit: self.hop_limit,
         }
+    }
+
+    /// Refuses messages with more than `limit` `Received:` headers
+    /// (`hopcount_limit`, default 50; 0 turns the check off): a mail
+    /// loop, answered `554 5.4.0 Error: too many hops` as Postfix does.
+    pub fn with_hop_limit(mut self, limit: usize) -> Cleanup {
+        self.hop_limit = limit;
+        self
+    }
+
+    /// Rewrites addresses through canonical maps and masquerading
+    /// ([`crate::canonical`]) before virtual alias expansion: the
+    /// envelope always, the headers when the submission asks for it.
+    pub fn with_canonical(mut self, canonical: Canonical) -> Cleanup {
+        self.canonical = (!canonical.is_noop()).then(|| Arc::new(canonical));
+        self
     }
 
     /// Tells the queue manager through `wake` (its
@@ -256,7 +297,22 @@ impl Cleanup {
     /// When the file cannot be created or written, or the recipients
     /// cannot be expanded ([`crate::virtual_alias::AliasError`], as the
     /// error's inner error): the client is told to try again.
-    pub fn begin(&self, submission: Submission) -> io::Result<CleanupMessage> {
+    pub fn begin(&self, mut submission: Submission) -> io::Result<CleanupMessage> {
+        let canonical = self
+            .canonical
+            .as_ref()
+            .filter(|_| !submission.no_address_mappings && !submission.internal);
+        if let Some(c) = canonical {
+            submission.sender = c
+                .map(&submission.sender, Role::EnvelopeSender)
+                .map_err(io::Error::other)?;
+            for r in &mut submission.recipients {
+                r.address = c
+                    .map(&r.address, Role::EnvelopeRecipient)
+                    .map_err(io::Error::other)?;
+            }
+        }
+        let header_canonical = canonical.filter(|_| submission.rewrite_headers).cloned();
         let recipients = match &self.aliases {
             Some(a) if !submission.no_address_mappings => {
                 a.expand(submission.recipients).map_err(io::Error::other)?
@@ -295,6 +351,9 @@ impl Cleanup {
                 context,
             )),
             buffer: Vec::new(),
+            header_canonical,
+            hops: 0,
+            hop_limit: self.hop_limit,
             drop_headers: if submission.internal {
                 Arc::new(Vec::new())
             } else {
@@ -312,11 +371,55 @@ impl Cleanup {
     }
 }
 
+/// Whether `piece` is a `Received:` header of the message itself, which
+/// `hopcount_limit` counts.
+fn is_received(piece: &Piece<'_>) -> bool {
+    use mta_restrictions::content::{HeaderClass, LineKind};
+    piece.kind == LineKind::Header(HeaderClass::Primary)
+        && piece
+            .text
+            .get(..9)
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"received:"))
+}
+
 /// Writes what `piece` puts in the queued content, less a primary header
 /// named in `drop_headers` (`message_drop_headers`: after the content
-/// checks, so a `REPLACE` that makes such a header is dropped too).
-fn write_piece(piece: Piece<'_>, drop_headers: &[String], out: &mut Vec<u8>) {
+/// checks, so a `REPLACE` that makes such a header is dropped too), with
+/// the addresses of primary headers rewritten by `canonical`. A table
+/// that cannot answer sets `error`: the message is not queued.
+fn write_piece(
+    piece: Piece<'_>,
+    drop_headers: &[String],
+    canonical: Option<&Canonical>,
+    error: &mut Option<io::Error>,
+    out: &mut Vec<u8>,
+) {
     use mta_restrictions::content::{Disposition, HeaderClass, LineKind};
+    if let (Some(c), LineKind::Header(HeaderClass::Primary)) = (canonical, piece.kind) {
+        let text: Option<&str> = match piece.disposition {
+            Disposition::Keep => std::str::from_utf8(piece.text).ok(),
+            Disposition::Replace(new) => Some(new),
+            Disposition::Remove => None,
+        };
+        if let Some(text) = text {
+            let line = text.trim_end_matches(['\r', '\n']);
+            match c.rewrite_header(line) {
+                Ok(Some(new)) => {
+                    let rewritten = Piece {
+                        disposition: Disposition::Replace(&new),
+                        ..piece
+                    };
+                    return write_piece(rewritten, drop_headers, None, error, out);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if error.is_none() {
+                        *error = Some(io::Error::other(e));
+                    }
+                }
+            }
+        }
+    }
     if piece.kind == LineKind::Header(HeaderClass::Primary) && !drop_headers.is_empty() {
         let name_of = |text: &[u8]| -> String {
             let end = text.iter().position(|&b| b == b':').unwrap_or(0);
@@ -351,7 +454,13 @@ impl CleanupMessage {
     pub fn write(&mut self, chunk: &[u8]) {
         let buffer = &mut self.buffer;
         let drop_headers = &self.drop_headers;
-        let mut sink = |p: Piece<'_>| write_piece(p, drop_headers, buffer);
+        let canonical = self.header_canonical.as_deref();
+        let error = &mut self.error;
+        let hops = &mut self.hops;
+        let mut sink = |p: Piece<'_>| {
+            *hops += usize::from(is_received(&p));
+            write_piece(p, drop_headers, canonical, error, buffer);
+        };
         if let Some(filter) = self.filter.as_mut() {
             filter.feed(chunk, &mut sink);
         }
@@ -382,7 +491,13 @@ impl CleanupMessage {
     pub fn finish(mut self) -> Result<Queued, CleanupError> {
         let buffer = &mut self.buffer;
         let drop_headers = &self.drop_headers;
-        let mut sink = |p: Piece<'_>| write_piece(p, drop_headers, buffer);
+        let canonical = self.header_canonical.as_deref();
+        let error = &mut self.error;
+        let hops = &mut self.hops;
+        let mut sink = |p: Piece<'_>| {
+            *hops += usize::from(is_received(&p));
+            write_piece(p, drop_headers, canonical, error, buffer);
+        };
         let filter = self.filter.take().expect("finish once");
         let mut verdict = filter.finish(&mut sink);
         verdict.hold |= self.hold;
@@ -394,6 +509,23 @@ impl CleanupMessage {
             return Err(CleanupError::Rejected {
                 reply,
                 log: verdict.log,
+            });
+        }
+        if self.hop_limit > 0 && self.hops > self.hop_limit {
+            self.remove();
+            let wire = b"554 5.4.0 Error: too many hops\r\n";
+            let reply = match mta_core::reply::parse_reply(wire) {
+                Ok(mta_core::reply::ParseStatus::Complete(v, _)) => v.to_reply(),
+                _ => unreachable!("a fixed, valid reply"),
+            };
+            return Err(CleanupError::Rejected {
+                reply,
+                log: vec![format!(
+                    "{}: reject: too many hops: {} Received: headers (hopcount_limit = {})",
+                    self.id.as_str(),
+                    self.hops,
+                    self.hop_limit
+                )],
             });
         }
         if let Some(e) = self.error.take() {
@@ -527,6 +659,7 @@ mod tests {
             no_header_body_checks: false,
             hold: false,
             discard: false,
+            rewrite_headers: false,
         }
     }
 
@@ -619,6 +752,21 @@ mod tests {
             Some(QueueName::Incoming)
         );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn too_many_hops_is_a_loop() {
+        let (cleanup, root) = setup("hops", "");
+        let cleanup = cleanup.with_hop_limit(3);
+        let mut m = cleanup.begin(submission()).unwrap();
+        // The submission prepends one Received: header; three more.
+        m.write(b"Received: a\r\nreceived: b\r\nReceived: c\r\nSubject: x\r\n\r\nbody\r\n");
+        let err = m.finish().unwrap_err();
+        assert_eq!(err.reply().to_string(), "554 5.4.0 Error: too many hops");
+        let mut m = cleanup.begin(submission()).unwrap();
+        m.write(b"Received: a\r\nReceived: b\r\nSubject: x\r\n\r\nReceived: in the body\r\n");
+        assert!(m.finish().is_ok(), "three hops is within the limit");
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //!   marks them ready), moves between queues, and recovery after a crash.
 //! - [`cleanup`]: the one way into the queue: queue IDs, recipients
 //!   expanded through [`virtual_alias`], content checks applied as the
-//!   content streams in, `message_drop_headers` removed, the file
-//!   written and committed (canonical mapping and masquerading are still
-//!   to come).
+//!   content streams in, addresses rewritten by [`canonical`] maps and
+//!   masquerading, `message_drop_headers` removed, the file written and
+//!   committed.
 //! - [`pickup`]: local submission: the maildrop files `sendmail` writes,
 //!   and their way through cleanup with the addresses completed, `-t`
 //!   recipients taken from the headers and the missing `From:`, `Date:`
@@ -56,6 +56,7 @@
 //! ```
 
 pub mod admin;
+pub mod canonical;
 pub mod cleanup;
 pub mod defer_log;
 pub mod file;

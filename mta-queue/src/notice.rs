@@ -306,6 +306,7 @@ pub async fn submit(
         no_header_body_checks: false,
         hold: false,
         discard: false,
+        rewrite_headers: false,
     };
     let mut m = cleanup.begin(submission)?;
     m.write(message);

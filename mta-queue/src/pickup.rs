@@ -516,6 +516,8 @@ impl Pickup {
             no_header_body_checks: false,
             hold: false,
             discard: false,
+            // A local submission: Postfix rewrites its headers.
+            rewrite_headers: true,
         };
         let temporary = |e: &dyn std::fmt::Display| PickupError::Temporary(e.to_string());
         let mut m = self.cleanup.begin(submission).map_err(|e| temporary(&e))?;

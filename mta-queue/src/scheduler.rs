@@ -957,6 +957,7 @@ impl Scheduler {
             no_header_body_checks: false,
             hold: false,
             discard: false,
+            rewrite_headers: false,
         };
         let queued = async {
             let mut m = cleanup.begin(submission)?;

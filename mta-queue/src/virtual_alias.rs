@@ -148,9 +148,15 @@ impl VirtualAliases {
         let results = value
             .split([',', ' ', '\t', '\r', '\n'])
             .filter(|s| !s.is_empty())
-            .map(|target| match (&extension, carry) {
-                (Some((delim, ext)), true) => with_extension(target, delim, ext, &self.delimiter),
-                _ => target.to_owned(),
+            .enumerate()
+            .map(|(i, target)| {
+                let target = result_address(target, i, address, &self.myorigin);
+                match (&extension, carry) {
+                    (Some((delim, ext)), true) => {
+                        with_extension(&target, delim, ext, &self.delimiter)
+                    }
+                    _ => target,
+                }
             })
             .collect();
         Ok(Some(results))
@@ -245,7 +251,33 @@ impl VirtualAliases {
 
 /// `target` with `delim` and `ext` added to its local part, unless it
 /// already has an extension.
-fn with_extension(target: &str, delim: &str, ext: &str, delimiter: &RecipientDelimiter) -> String {
+/// A lookup result as virtual(5) and canonical(5) rewrite it: the first
+/// result `@otherdomain` becomes the same user in `otherdomain`; a result
+/// without a domain gets `@$myorigin`.
+pub(crate) fn result_address(
+    target: &str,
+    index: usize,
+    address: &MailAddress,
+    myorigin: &str,
+) -> String {
+    if let Some(domain) = target.strip_prefix('@') {
+        if index == 0 && !domain.is_empty() {
+            return format!("{}@{domain}", address.local_part().render());
+        }
+        return target.to_owned();
+    }
+    if !target.contains('@') && !myorigin.is_empty() {
+        return format!("{target}@{myorigin}");
+    }
+    target.to_owned()
+}
+
+pub(crate) fn with_extension(
+    target: &str,
+    delim: &str,
+    ext: &str,
+    delimiter: &RecipientDelimiter,
+) -> String {
     let Ok(addr) = target.parse::<MailAddress>() else {
         return target.to_owned();
     };

@@ -1058,6 +1058,16 @@ impl Restrictions {
             .unwrap_or(false)
     }
 
+    /// Whether `client_address` (named `name`) is in `mynetworks`, as
+    /// `permit_mynetworks` asks; a table that cannot answer counts as
+    /// not in it. For `local_header_rewrite_clients`.
+    pub async fn in_mynetworks(&self, client_address: IpAddr, name: &str) -> bool {
+        self.mynetworks
+            .contains(client_address, name)
+            .await
+            .unwrap_or(false)
+    }
+
     /// Installs the client that `check_policy_service` sends its
     /// requests through (see [`crate::policy`]). Without one, every policy
     /// restriction answers with its default action.
@@ -1377,6 +1387,8 @@ fn domain_keys(name: &str, parent_matches: bool) -> Vec<SearchKey> {
 /// Where the relay checks see a recipient going: its final domain, and
 /// whether the local part still routes further.
 struct Route {
+    /// The local part left after routing through local domains.
+    local: String,
     domain: String,
     routed: bool,
 }
@@ -1643,7 +1655,11 @@ impl<'a> Evaluation<'a> {
             }
         }
         let routed = local.contains(['@', '%', '!']);
-        Ok(Route { domain, routed })
+        Ok(Route {
+            local,
+            domain,
+            routed,
+        })
     }
 
     async fn domain_is_ours(&self, domain: &str) -> Result<bool, MapError> {
@@ -2601,15 +2617,33 @@ impl<'a> Evaluation<'a> {
         let codes = &r.codes;
         let sender = class == "Sender address";
         let dsn = if sender { "5.1.0" } else { "5.1.1" };
-        let domain = match address_domain(address) {
+        let mut domain = match address_domain(address) {
             Some(d) => d.to_string(),
             None => r.rewrite.myorigin.as_str().to_string(),
         };
-        let full = if address.contains('@') {
+        let mut full = if address.contains('@') {
             address.to_string()
         } else {
             format!("{address}@{domain}")
         };
+        // As trivial-rewrite resolves it: `user%elsewhere@ourhost` is
+        // `user@elsewhere`, whose domain decides which table applies.
+        let route = match self.resolve_route(address).await {
+            Ok(route) => route,
+            Err(e) => return self.lookup_failure(address, &e),
+        };
+        if !route.domain.eq_ignore_ascii_case(&domain) {
+            let resolved = mta_core::address::LocalPart::new(route.local.clone())
+                .ok()
+                .and_then(|l| {
+                    let d = route.domain.parse().ok()?;
+                    MailAddress::new(l, Some(d)).ok()
+                });
+            if let Some(a) = resolved {
+                full = a.to_string();
+                domain = route.domain.to_ascii_lowercase();
+            }
+        }
         let parsed: Option<MailAddress> = full.parse().ok();
         let virtual_keys = |local: bool| -> Vec<SearchKey> {
             match &parsed {

@@ -252,7 +252,20 @@ fn controls_are_accepted() {
         );
     }
     // Percent hack to a local user through the local domain stays local:
-    // user@localhost, not a relay (Postfix accepts it too).
-    let d = rcpt(&r, "192.0.2.1", None, "user%localhost@mail.example.com");
+    // root@localhost, not a relay (Postfix accepts it too); and an unknown
+    // local user that way is refused as unknown, not as a relay attempt.
+    let d = rcpt(&r, "192.0.2.1", None, "root%localhost@mail.example.com");
     assert!(!d.is_reject(), "{:?}", d.reply().map(|r| r.to_string()));
+    let d = rcpt(
+        &r,
+        "192.0.2.1",
+        None,
+        "no-such-user%localhost@mail.example.com",
+    );
+    assert_eq!(
+        d.reply().map(|r| r.to_string()).as_deref(),
+        Some(
+            "550 5.1.1 <no-such-user%localhost@mail.example.com>: Recipient address rejected: User unknown in local recipient table"
+        )
+    );
 }

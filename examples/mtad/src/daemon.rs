@@ -429,7 +429,14 @@ async fn build(
     let cleanup = Arc::new(
         cleanup
             .with_virtual_aliases(aliases)
+            .with_canonical(
+                mta_queue::canonical::Canonical::from_config(config, &registry).map_err(fatal)?,
+            )
             .with_drop_headers(drop_headers)
+            .with_hop_limit(
+                usize::try_from(config.integer("hopcount_limit").map_err(fatal)?.max(0))
+                    .unwrap_or(50),
+            )
             .with_queue_manager(Arc::clone(&base.wake)),
     );
     let scheduler = qmgr::scheduler(
@@ -527,6 +534,15 @@ async fn build(
             mail_name: mail_name.clone(),
             fast_flush_domains: lower_list(&svc_config, "fast_flush_domains")?,
             scheduler: Arc::clone(&base.scheduler),
+            local_header_rewrite_clients: svc_config
+                .list("local_header_rewrite_clients")
+                .map_err(fatal)?,
+            remote_header_rewrite: !svc_config
+                .expanded("remote_header_rewrite_domain")
+                .map_err(fatal)?
+                .trim()
+                .is_empty(),
+            own_addresses: svc_config.own_addresses().unwrap_or_default(),
             queue_minfree: u64::try_from(svc_config.integer("queue_minfree").map_err(fatal)?)
                 .unwrap_or(0),
             message_size_limit: u64::try_from(

@@ -33,6 +33,13 @@ pub(crate) struct Service {
     pub(crate) mail_name: String,
     /// `fast_flush_domains`, lower-cased: the domains ETRN may flush.
     pub(crate) fast_flush_domains: Vec<String>,
+    /// `local_header_rewrite_clients`, and whether
+    /// `remote_header_rewrite_domain` is set (then every client's
+    /// headers are rewritten).
+    pub(crate) local_header_rewrite_clients: Vec<String>,
+    pub(crate) remote_header_rewrite: bool,
+    /// The addresses of this machine, for `permit_inet_interfaces`.
+    pub(crate) own_addresses: Vec<std::net::IpAddr>,
     /// The scheduler in force, which ETRN asks to flush.
     pub(crate) scheduler: crate::daemon::SchedulerSlot,
     /// `queue_minfree` and `message_size_limit`, for the free-space check
@@ -306,7 +313,11 @@ impl Session {
                 if d.is_reject() {
                     return Some(answer(d));
                 }
-                Some(self.begin(conn))
+                let service = Arc::clone(&self.service);
+                let client = self.client.clone();
+                let rewrite_headers =
+                    rewrite_headers(&service, conn.peer.ip(), &client, self.login.is_some()).await;
+                Some(self.begin(conn, rewrite_headers))
             }
             Event::Content(bytes) => {
                 if let Some(m) = self.message.as_mut() {
@@ -450,7 +461,7 @@ impl Session {
         }
     }
 
-    fn begin(&mut self, conn: &ConnectionInfo) -> Answer {
+    fn begin(&mut self, conn: &ConnectionInfo, rewrite_headers: bool) -> Answer {
         let Some((from, params)) = &self.sender else {
             return Answer::Reply(reply("503 5.5.1 Error: need MAIL command"));
         };
@@ -512,6 +523,7 @@ impl Session {
             no_header_body_checks: self.service.no_header_body_checks,
             hold,
             discard,
+            rewrite_headers,
         };
         match self.service.cleanup.begin(submission) {
             Ok(mut m) => {
@@ -606,6 +618,34 @@ fn answer(d: Decision) -> Answer {
         Verdict::Accept => Answer::Accept,
         Verdict::Reject(r) => Answer::Reply(r),
     }
+}
+
+/// Whether the headers of this client's mail are rewritten (canonical
+/// maps, masquerading), as `local_header_rewrite_clients` and
+/// `remote_header_rewrite_domain` say.
+async fn rewrite_headers(
+    service: &Service,
+    ip: std::net::IpAddr,
+    client: &str,
+    logged_in: bool,
+) -> bool {
+    if service.remote_header_rewrite {
+        return true;
+    }
+    let name = client.split_once('[').map_or("unknown", |(n, _)| n);
+    for entry in &service.local_header_rewrite_clients {
+        let yes = match entry.as_str() {
+            "permit_inet_interfaces" => ip.is_loopback() || service.own_addresses.contains(&ip),
+            "permit_mynetworks" => service.restrictions.in_mynetworks(ip, name).await,
+            "permit_sasl_authenticated" => logged_in,
+            "static:all" => true,
+            _ => false,
+        };
+        if yes {
+            return true;
+        }
+    }
+    false
 }
 
 fn reply(text: &str) -> Reply {

@@ -49,10 +49,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("delay_warning_time", "delay notices to senders"),
     ("notify_classes", "postmaster notices of the chosen classes"),
-    ("canonical_maps", "canonical address mapping"),
-    ("sender_canonical_maps", "canonical address mapping"),
-    ("recipient_canonical_maps", "canonical address mapping"),
-    ("masquerade_domains", "address masquerading"),
 ];
 
 /// The refusals for `config` (main.cf, and each service's `-o`
