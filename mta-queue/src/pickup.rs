@@ -108,9 +108,13 @@ pub struct LocalMessage {
 }
 
 /// Writes `message` into `queue`'s `maildrop/`, durably, and returns the
-/// file's name. The file is created mode 0600 and made 0744 (ready, and
-/// readable by the daemon when another user wrote it, as Postfix's
-/// maildrop files are) only after it and its directory entry are synced.
+/// file's name. The file is created mode 0600 and made 0700 (ready) only
+/// after it is synced; only its owner and root can read it, so a daemon
+/// run by another ordinary user cannot take it (it stays, and pickup
+/// says why). The directory entry is synced too when the submitter may
+/// read the directory (its owner); others cannot open a 1733 maildrop
+/// for the sync, and, as with Postfix's postdrop, rely on the file
+/// system to keep the entry of a synced file.
 ///
 /// # Errors
 ///
@@ -171,9 +175,13 @@ pub fn drop_message(
         writer.write_content(&message.content)?;
         let file = writer.finish()?;
         file.sync_all()?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o744))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o700))?;
         file.sync_all()?;
-        std::fs::File::open(&dir)?.sync_all()
+        match std::fs::File::open(&dir) {
+            Ok(d) => d.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+            Err(e) => Err(e),
+        }
     })();
     match written {
         Ok(()) => Ok(name),
@@ -206,6 +214,10 @@ pub struct PickupConfig {
     pub undisclosed_recipients_header: String,
     /// How notices for rejected messages are written.
     pub notice: NoticeConfig,
+    /// `content_filter` as the pickup service sees it (`-o
+    /// content_filter=` in `master.cf` turns it off): the filter every
+    /// local submission goes through; empty for none.
+    pub content_filter: String,
 }
 
 /// What became of one maildrop file.
@@ -246,6 +258,24 @@ pub enum PickupError {
     /// It cannot be queued now; it stays for the next scan.
     #[error("{0}; will try again")]
     Temporary(String),
+}
+
+enum QueueFileErrorKind {
+    Permission(u32),
+}
+
+/// Whether reading `path` failed for want of permission.
+fn permission(
+    file: &Result<QueueFile, crate::file::QueueFileError>,
+    path: &std::path::Path,
+) -> Result<(), QueueFileErrorKind> {
+    if let Err(crate::file::QueueFileError::Io(e)) = file
+        && e.kind() == io::ErrorKind::PermissionDenied
+    {
+        let owner = std::fs::metadata(path).map_or(0, |m| m.uid());
+        return Err(QueueFileErrorKind::Permission(owner));
+    }
+    Ok(())
 }
 
 /// Takes local submissions from `maildrop/` into the queue.
@@ -437,6 +467,11 @@ impl Pickup {
         .await
         .map_err(|e| PickupError::Temporary(e.to_string()))?;
         let (uid, file) = read.map_err(|e| PickupError::Temporary(e.to_string()))?;
+        if let Err(QueueFileErrorKind::Permission(owner)) = permission(&file, &path) {
+            return Err(PickupError::Temporary(format!(
+                "permission denied: the file belongs to uid {owner}, and an mtad run by an ordinary user can read only that user's submissions (run it as root)"
+            )));
+        }
         let file = match file {
             Ok(f) => f,
             Err(e) => {
@@ -496,6 +531,12 @@ impl Pickup {
             .cloned()
             .collect();
         attributes.push(("protocol_name".into(), "local".into()));
+        if !self.config.content_filter.trim().is_empty() {
+            attributes.push((
+                "content_filter".into(),
+                self.config.content_filter.trim().to_owned(),
+            ));
+        }
         attributes.push(("rewrite_context".into(), "local".into()));
         let submission = Submission {
             arrival: env.arrival,

@@ -143,6 +143,33 @@ impl Queue {
         Ok(Queue { root })
     }
 
+    /// Sets the queue's permissions as the daemon wants them: the queue
+    /// directory itself 0755 (so that every user reaches `maildrop` and
+    /// `public`), each queue and log directory 0700, and `maildrop` 1733:
+    /// every local user may drop a file there (`mtad sendmail`) but not
+    /// list, read or remove anyone else's, as Postfix's maildrop was
+    /// before its setgid postdrop; pickup trusts only the file's owner.
+    ///
+    /// # Errors
+    ///
+    /// When a mode cannot be set (the caller does not own the queue).
+    pub fn set_permissions(&self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))?;
+        for q in QueueName::ALL {
+            let mode = if q == QueueName::Maildrop {
+                0o1733
+            } else {
+                0o700
+            };
+            fs::set_permissions(self.dir(q), fs::Permissions::from_mode(mode))?;
+        }
+        for d in LOG_DIRS {
+            fs::set_permissions(self.root.join(d), fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
     /// `queue_directory`.
     pub fn root(&self) -> &Path {
         &self.root

@@ -59,6 +59,7 @@ fn site(name: &str, header_checks: &str, undisclosed: &str) -> Site {
             hostname: "mail.example.com".into(),
             bounce_size_limit: 50000,
         },
+        content_filter: String::new(),
     };
     Site {
         root,

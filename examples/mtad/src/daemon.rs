@@ -154,6 +154,9 @@ pub(crate) async fn run(
     let queue_dir = config.expanded("queue_directory").map_err(fatal)?;
     let queue =
         Queue::open(&queue_dir).map_err(|e| fatal(format!("queue_directory {queue_dir}: {e}")))?;
+    queue
+        .set_permissions()
+        .map_err(|e| fatal(format!("queue_directory {queue_dir}: permissions: {e}")))?;
     let recovery = queue
         .recover()
         .map_err(|e| fatal(format!("recover {queue_dir}: {e}")))?;
@@ -678,6 +681,7 @@ fn pickup_for(
                 )
                 .unwrap_or(50000),
             },
+            content_filter: svc_config.expanded("content_filter").map_err(fatal)?,
         },
     );
     Ok(Some((Arc::new(pickup), interval)))

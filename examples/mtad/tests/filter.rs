@@ -228,3 +228,91 @@ fn access_table_actions_filter_and_hold_single_messages() {
     );
     assert!(messages(&new).iter().all(|m| !m.contains("Subject: held")));
 }
+
+#[test]
+fn a_pipe_filter_gives_mail_back_through_sendmail() {
+    // FILTER_README's simple filter: the smtp service hands all mail to a
+    // pipe(8) service running a shell script as an unprivileged user,
+    // which re-injects it with `mtad sendmail`; pickup, which has no
+    // content_filter, queues it for delivery.
+    let smtp = free_port();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/simple_filter.sh");
+    let user = if nix::unistd::geteuid().is_root() {
+        "nobody".to_owned()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap()
+            .name
+    };
+    let dir_for_master =
+        std::env::temp_dir().join(format!("mtad-site-{}-pipe-filter", std::process::id()));
+    let dir = common::compiled_site("pipe-filter", |master| {
+        let mut m = master
+            .replace(
+                "127.0.0.1:2525 inet n   -       n       -       -       smtpd\n",
+                &format!(
+                    "127.0.0.1:{smtp} inet n   -       n       -       -       smtpd\n  -o content_filter=filter:dummy\n"
+                ),
+            )
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{} ", free_port()));
+        m.push_str(&format!(
+            "filter    unix  -       n       n       -       10      pipe\n\
+             \x20 flags=Rq user={user} null_sender=\n\
+             \x20 argv=/bin/sh {} {MTAD} {} -f ${{sender}} -- ${{recipient}}\n",
+            script.display(),
+            dir_for_master.display()
+        ));
+        m
+    });
+    assert_eq!(dir, dir_for_master);
+    let master = std::fs::read_to_string(dir.join("master.cf")).unwrap();
+    assert!(
+        master.contains("-o content_filter=filter:dummy"),
+        "{master}"
+    );
+    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
+    let _daemon = Running(
+        Command::new(MTAD)
+            .args(["-c", &dir.display().to_string()])
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(smtp, "mtad");
+    let r = send(
+        smtp,
+        "carol@example.org",
+        "bob@example.com",
+        "From: carol@example.org\nSubject: through the pipe filter\n\nscan me\n",
+    );
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    let new = dir.join("state/mail/example.com/bob/new");
+    let until = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got = messages(&new);
+        if !got.is_empty() {
+            break got;
+        }
+        let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap_or_default();
+        assert!(Instant::now() < until, "nothing for bob\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(messages(&new).len(), 1, "delivered once, not looped");
+    let m = &got[0];
+    assert_eq!(
+        m.matches("X-Filtered-By: simple_filter.sh\n").count(),
+        1,
+        "{m}"
+    );
+    assert!(m.starts_with("Return-Path: <carol@example.org>\n"), "{m}");
+    assert!(m.contains("\nSubject: through the pipe filter\n"), "{m}");
+    // Re-injected by sendmail: pickup adds the Date and Message-Id the
+    // client left out, as Postfix's cleanup does for local submissions.
+    assert!(m.contains("\nMessage-Id: <"), "{m}");
+    assert!(m.ends_with("\n\nscan me\n"), "{m}");
+    let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+    assert!(log.contains("relay=filter"), "{log}");
+    assert!(log.contains("/pickup["), "{log}");
+}
