@@ -6,8 +6,8 @@
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 # Beyond the shared list: the Perl TLS modules that `swaks --tls` needs
-# (mta-smtp's STARTTLS interop test).
-extra="libnet-ssleay-perl libio-socket-ssl-perl"
+# (mta-smtp's STARTTLS interop test), and systemd-analyze (the unit's check).
+extra="libnet-ssleay-perl libio-socket-ssl-perl systemd"
 shared="$here/../../shared/tools/install-test-peers.sh"
 if [ -x "$shared" ]; then
   exec sh "$shared" $extra "$@"
