@@ -444,8 +444,9 @@ impl SmtpAgent {
         }
     }
 
-    /// Logs the agent's own events (`Untrusted TLS connection
-    /// established to ...`) through `log`.
+    /// Logs the agent's own events through `log`: the TLS summary
+    /// (`Untrusted TLS connection established to ...`), which Postfix
+    /// logs at `smtp_tls_loglevel` 1 and above; give the log only then.
     pub fn with_log(mut self, log: LogFn) -> SmtpAgent {
         self.log = Some(log);
         self

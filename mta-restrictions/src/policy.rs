@@ -287,7 +287,10 @@ impl PolicyRequest {
             ("size", "0".into()),
             ("ccert_subject", String::new()),
             ("ccert_issuer", String::new()),
-            ("ccert_fingerprint", String::new()),
+            (
+                "ccert_fingerprint",
+                ctx.ccert_fingerprint.clone().unwrap_or_default(),
+            ),
             ("ccert_pubkey_fingerprint", String::new()),
             ("encryption_protocol", String::new()),
             ("encryption_cipher", String::new()),

@@ -111,6 +111,9 @@ pub struct SmtpContext {
     pub recipient: Option<String>,
     /// The SASL login name, when the client authenticated.
     pub sasl_username: Option<String>,
+    /// The SHA-256 fingerprint of the client's TLS certificate
+    /// (`AB:CD:...`), when it showed one (`smtpd_tls_ask_ccert`).
+    pub ccert_fingerprint: Option<String>,
     /// Whether the client sent commands before it was allowed to
     /// (`reject_unauth_pipelining`).
     pub improper_pipelining: bool,
@@ -136,6 +139,7 @@ impl SmtpContext {
             sender: None,
             recipient: None,
             sasl_username: None,
+            ccert_fingerprint: None,
             improper_pipelining: false,
             recipient_count: 0,
             esmtp: false,
@@ -250,9 +254,7 @@ pub const RESTRICTION_NAMES: &[&str] = &[
 const NOT_IMPLEMENTED: &[&str] = &[
     "reject_unverified_sender",
     "reject_unverified_recipient",
-    "permit_tls_clientcerts",
     "permit_tls_all_clientcerts",
-    "check_ccert_access",
     "check_sasl_access",
     "reject_plaintext_session",
     "permit_rhswl_client",
@@ -389,6 +391,11 @@ enum Restriction {
     DeferIfReject,
     PermitMynetworks,
     PermitSaslAuthenticated,
+    /// `permit_tls_clientcerts`: the client certificate's fingerprint is
+    /// in `relay_clientcerts`.
+    PermitTlsClientcerts,
+    /// `check_ccert_access type:table`: the fingerprint's action.
+    CheckCcertAccess(Arc<MapList>),
     /// `reject_sender_login_mismatch` and its three variants.
     SenderLoginMismatch(LoginCheck),
     RejectUnauthDestination,
@@ -655,6 +662,9 @@ pub struct Restrictions {
     relocated_maps: MapList,
     rbl_reply_maps: MapList,
     sender_login_maps: MapList,
+    /// `relay_clientcerts`: certificate fingerprints for
+    /// `permit_tls_clientcerts`.
+    relay_clientcerts: MapList,
     /// `smtpd_sasl_auth_enable`: the sender login checks apply only
     /// where clients can log in, as in Postfix.
     sasl_enabled: bool,
@@ -767,6 +777,7 @@ fn parse_words(
             "defer_if_reject" => Restriction::DeferIfReject,
             "permit_mynetworks" => Restriction::PermitMynetworks,
             "permit_sasl_authenticated" => Restriction::PermitSaslAuthenticated,
+            "permit_tls_clientcerts" => Restriction::PermitTlsClientcerts,
             "reject_sender_login_mismatch" => Restriction::SenderLoginMismatch(LoginCheck::Both),
             "reject_authenticated_sender_login_mismatch" => {
                 Restriction::SenderLoginMismatch(LoginCheck::Authenticated)
@@ -827,6 +838,10 @@ fn parse_words(
                 }
             }
             "check_client_access" => table(AccessTarget::Client, None)?,
+            "check_ccert_access" => match table(AccessTarget::Client, None)? {
+                Restriction::CheckAccess(_, maps) => Restriction::CheckCcertAccess(maps),
+                other => other,
+            },
             "check_reverse_client_hostname_access" => table(AccessTarget::ReverseClient, None)?,
             "check_helo_access" => table(AccessTarget::Helo, None)?,
             "check_sender_access" => table(AccessTarget::Sender, None)?,
@@ -1040,6 +1055,7 @@ impl Restrictions {
             relocated_maps: tables("relocated_maps")?,
             rbl_reply_maps: tables("rbl_reply_maps")?,
             sender_login_maps: tables("smtpd_sender_login_maps")?,
+            relay_clientcerts: tables("relay_clientcerts")?,
             sasl_enabled: config.boolean("smtpd_sasl_auth_enable")?,
             policy_client: PolicyClientSlot::default(),
             rewrite,
@@ -1140,6 +1156,9 @@ impl Restriction {
             Restriction::PermitAuthDestination
             // Never for an unauthenticated client.
             | Restriction::PermitSaslAuthenticated
+            // Only for clients holding a listed certificate's key.
+            | Restriction::PermitTlsClientcerts
+            | Restriction::CheckCcertAccess(_)
             // Never overrides reject_unauth_destination at RCPT TO, in
             // Postfix as here.
             | Restriction::PermitDnswlClient(_)
@@ -1727,6 +1746,36 @@ impl<'a> Evaluation<'a> {
                 Some(u) if !u.is_empty() => Outcome::Permit,
                 _ => Outcome::Dunno,
             },
+            Restriction::PermitTlsClientcerts => {
+                let Some(fp) = ctx.ccert_fingerprint.as_deref() else {
+                    return Outcome::Dunno;
+                };
+                match r.relay_clientcerts.lookup(fp).await {
+                    Ok(Some(_)) => Outcome::Permit,
+                    Ok(None) => Outcome::Dunno,
+                    Err(e) => {
+                        let n = ctx.namaddr();
+                        self.lookup_failure(&n, &e)
+                    }
+                }
+            }
+            Restriction::CheckCcertAccess(maps) => {
+                let Some(fp) = ctx.ccert_fingerprint.as_deref() else {
+                    return Outcome::Dunno;
+                };
+                match maps.lookup(fp).await {
+                    Ok(Some(value)) => {
+                        let value = value.into_owned();
+                        let n = ctx.namaddr();
+                        self.table_result(&value, &n, "Client certificate").await
+                    }
+                    Ok(None) => Outcome::Dunno,
+                    Err(e) => {
+                        let n = ctx.namaddr();
+                        self.lookup_failure(&n, &e)
+                    }
+                }
+            }
             Restriction::SenderLoginMismatch(check) => {
                 let Some(sender) = ctx.sender.as_deref().filter(|s| !s.is_empty()) else {
                     return Outcome::Dunno;

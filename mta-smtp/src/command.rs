@@ -165,6 +165,42 @@ pub enum Ret {
     Hdrs,
 }
 
+/// Decodes RFC 3461 xtext (`+2B` for `+`): `None` when `text` is not
+/// xtext. For the `AUTH=` and `ENVID=` parameters.
+///
+/// ```
+/// use mta_smtp::command::decode_xtext;
+/// assert_eq!(decode_xtext("alice+2Bwork@example.com").as_deref(), Some("alice+work@example.com"));
+/// assert_eq!(decode_xtext("a+zz"), None);
+/// ```
+pub fn decode_xtext(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b))
+                {
+                    return None;
+                }
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b @ 33..=126 if b != b'=' => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The ESMTP parameters of a MAIL command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailParameters<'a> {

@@ -1165,6 +1165,10 @@ fn tls_session(conn: &rustls::ClientConnection, handshake: &Handshake<'_>) -> Tl
             protocol,
             cipher,
             server_name: Some(handshake.server_name.to_owned()),
+            peer_fingerprint: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::transport::fingerprint_sha256(c.as_ref())),
         },
         cipher_bits,
     }

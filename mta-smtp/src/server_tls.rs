@@ -14,9 +14,17 @@
 //! setting that asks for SSLv3, TLS 1.0 or 1.1 is reported
 //! ([`ServerTls::notes`]) because it cannot be honoured.
 //!
-//! Not here: client certificates (`smtpd_tls_ask_ccert`), session
-//! tickets and caches beyond rustls' defaults, DH parameter files (not
-//! needed by rustls' key exchanges).
+//! With `smtpd_tls_ask_ccert = yes` the server asks clients for a
+//! certificate (`smtpd_tls_req_ccert = yes`: insists on one); any
+//! certificate whose key signs the handshake is taken, without checking
+//! who issued it, as Postfix does when it only needs the fingerprint for
+//! `relay_clientcerts` and `check_ccert_access` (the fingerprint is in
+//! [`TlsInfo::peer_fingerprint`](crate::transport::TlsInfo)). Trust
+//! chains for client certificates (`smtpd_tls_CAfile` with
+//! `permit_tls_all_clientcerts`) are not built.
+//!
+//! Not here: session tickets and caches beyond rustls' defaults, DH
+//! parameter files (not needed by rustls' key exchanges).
 //!
 //! [`TransportConfig::new`]: crate::transport::TransportConfig::new
 
@@ -126,15 +134,79 @@ pub fn server_tls(config: &Config) -> Result<Option<ServerTls>, ConfigError> {
         keys.push(Arc::new(certified));
     }
     let (versions, notes) = protocols(config)?;
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
+    let require = config.boolean("smtpd_tls_req_ccert")?;
+    let ask = config.boolean("smtpd_tls_ask_ccert")? || require;
+    let algorithms = provider.signature_verification_algorithms;
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
-        .map_err(|e| config.bad_value("smtpd_tls_protocols", "", e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Keys(keys)));
+        .map_err(|e| config.bad_value("smtpd_tls_protocols", "", e.to_string()))?;
+    let builder = if ask {
+        builder.with_client_cert_verifier(Arc::new(AnyClientCertificate {
+            algorithms,
+            mandatory: require,
+        }))
+    } else {
+        builder.with_no_client_auth()
+    };
+    let tls = builder.with_cert_resolver(Arc::new(Keys(keys)));
     Ok(Some(ServerTls {
         config: Arc::new(tls),
         notes,
     }))
+}
+
+/// Asks for a client certificate and takes any whose key signs the
+/// handshake: its fingerprint is what Postfix's `relay_clientcerts`
+/// matches, whoever issued it.
+#[derive(Debug)]
+struct AnyClientCertificate {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+    mandatory: bool,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// The TLS versions `smtpd_tls_protocols` and

@@ -147,6 +147,21 @@ pub struct TlsInfo {
     pub cipher: String,
     /// The server name the client asked for (SNI), if any.
     pub server_name: Option<String>,
+    /// The SHA-256 fingerprint of the peer's certificate, as Postfix
+    /// writes it (`AB:CD:...`), when the peer showed one (a client only
+    /// when asked, `smtpd_tls_ask_ccert`).
+    pub peer_fingerprint: Option<String>,
+}
+
+/// The SHA-256 fingerprint of a DER certificate in Postfix's form:
+/// upper-case hex bytes joined by colons, as `relay_clientcerts` and
+/// `check_ccert_access` tables key them (`smtpd_tls_fingerprint_digest =
+/// sha256`).
+pub fn fingerprint_sha256(der: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(der);
+    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
 }
 
 impl fmt::Display for TlsInfo {
@@ -782,6 +797,10 @@ fn tls_info(conn: &rustls::ServerConnection) -> TlsInfo {
         protocol,
         cipher,
         server_name: conn.server_name().map(str::to_string),
+        peer_fingerprint: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| fingerprint_sha256(c.as_ref())),
     }
 }
 

@@ -573,6 +573,7 @@ async fn build(
                 _ => None,
             },
             name: service.name().to_owned(),
+            tls_loglevel: svc_config.integer("smtpd_tls_loglevel").map_err(fatal)?,
             tls_received_header: svc_config
                 .boolean("smtpd_tls_received_header")
                 .map_err(fatal)?,
@@ -827,17 +828,25 @@ async fn sasl_for(
 }
 
 /// The mechanisms to announce: the back end's, less what
-/// `smtpd_sasl_security_options` forbids (`noanonymous`, `noplaintext`).
+/// `smtpd_sasl_security_options` forbids, with Cyrus SASL's properties:
+/// `noanonymous` drops ANONYMOUS; `noplaintext` and `noactive` drop
+/// PLAIN and LOGIN (SCRAM resists both eavesdroppers and active
+/// attackers); `nodictionary` drops every password mechanism mtad has,
+/// SCRAM included, since a captured exchange can be attacked offline.
 fn offered_mechanisms(
     config: &mta_core::config::Config,
     available: Vec<String>,
 ) -> Result<Vec<String>, Fatal> {
     let options = config.list("smtpd_sasl_security_options").map_err(fatal)?;
-    let no = |o: &str| options.iter().any(|x| x == o);
+    let no = |o: &str| options.iter().any(|x| x.eq_ignore_ascii_case(o));
+    let plaintext = |m: &str| m == "PLAIN" || m == "LOGIN";
+    let password =
+        |m: &str| plaintext(m) || m.starts_with("SCRAM-") || m == "CRAM-MD5" || m == "DIGEST-MD5";
     Ok(available
         .into_iter()
         .filter(|m| !(no("noanonymous") && m == "ANONYMOUS"))
-        .filter(|m| !(no("noplaintext") && (m == "PLAIN" || m == "LOGIN")))
+        .filter(|m| !((no("noplaintext") || no("noactive")) && plaintext(m)))
+        .filter(|m| !(no("nodictionary") && password(m)))
         .collect())
 }
 
@@ -854,4 +863,27 @@ fn password_table(table: Arc<mta_maps::list::MapList>) -> mta_smtp::sasl::Passwo
                 .map_err(|e| format!("password table: {e}"))
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sasl_security_options_filter_the_mechanisms() {
+        let offered = |options: &str| {
+            let config = Config::parse(
+                &format!("smtpd_sasl_security_options = {options}\n"),
+                "main.cf",
+                mta_core::config::HostFacts::default(),
+            )
+            .unwrap();
+            let all = ["SCRAM-SHA-256", "PLAIN", "LOGIN", "ANONYMOUS"].map(String::from);
+            offered_mechanisms(&config, all.to_vec()).unwrap().join(" ")
+        };
+        assert_eq!(offered("noanonymous"), "SCRAM-SHA-256 PLAIN LOGIN");
+        assert_eq!(offered("noanonymous, noplaintext"), "SCRAM-SHA-256");
+        assert_eq!(offered("noactive"), "SCRAM-SHA-256 ANONYMOUS");
+        assert_eq!(offered("noanonymous, nodictionary"), "");
+    }
 }

@@ -126,8 +126,19 @@ pub(crate) fn scheduler(
                 }
                 let syslog = svc_config.expanded("syslog_name").map_err(fatal)?;
                 let agent_log = Log::new(&hostname, &syslog, program);
-                let mut agent = SmtpAgent::new(smtp, connector, Arc::clone(dns))
-                    .with_log(Arc::new(move |line: &str| agent_log.info(line)));
+                let mut agent = SmtpAgent::new(smtp, connector, Arc::clone(dns));
+                // The agent logs only its TLS summary, which Postfix
+                // writes at smtp_tls_loglevel 1 and above.
+                let tls_loglevel = svc_config
+                    .integer(if lmtp {
+                        "lmtp_tls_loglevel"
+                    } else {
+                        "smtp_tls_loglevel"
+                    })
+                    .map_err(fatal)?;
+                if tls_loglevel >= 1 {
+                    agent = agent.with_log(Arc::new(move |line: &str| agent_log.info(line)));
+                }
                 if let Some(sasl) =
                     SaslClient::from_config(&svc_config, registry, lmtp).map_err(fatal)?
                 {

@@ -56,6 +56,8 @@ pub(crate) struct Service {
     pub(crate) sasl: Option<Arc<dyn Authenticator>>,
     /// `smtpd_sasl_authenticated_header`.
     pub(crate) sasl_header: bool,
+    /// `smtpd_tls_loglevel`: 1 and above log the TLS summary.
+    pub(crate) tls_loglevel: i64,
     /// `smtpd_tls_received_header`: the protocol and cipher in Received.
     pub(crate) tls_received_header: bool,
     /// `smtpd_client_auth_rate_limit` per `anvil_rate_time_unit`.
@@ -227,17 +229,33 @@ impl Session {
 
     async fn handle(&mut self, event: &Event, conn: &ConnectionInfo) -> Option<Answer> {
         if let (false, Some(tls)) = (self.tls_logged, &conn.tls) {
-            // As Postfix's smtpd, once per session; no client certificate
-            // is asked for, so the session is "Anonymous".
+            // Once per session, after the handshake: the restrictions see
+            // the client certificate's fingerprint.
             self.tls_logged = true;
-            let client = if self.client.is_empty() {
-                conn.client()
-            } else {
-                self.client.clone()
-            };
-            self.service.log.info(&format!(
-                "Anonymous TLS connection established from {client}: {tls}"
-            ));
+            let fingerprint = tls.peer_fingerprint.clone();
+            self.ctx(conn).ccert_fingerprint = fingerprint.clone();
+            if self.service.tls_loglevel >= 1 {
+                let client = if self.client.is_empty() {
+                    conn.client()
+                } else {
+                    self.client.clone()
+                };
+                // As Postfix: "Untrusted" for a certificate nobody
+                // verified, "Anonymous" without one.
+                let trust = if fingerprint.is_some() {
+                    "Untrusted"
+                } else {
+                    "Anonymous"
+                };
+                self.service.log.info(&format!(
+                    "{trust} TLS connection established from {client}: {tls}"
+                ));
+                if let Some(fp) = &fingerprint {
+                    self.service
+                        .log
+                        .info(&format!("{client}: client certificate fingerprint={fp}"));
+                }
+            }
         }
         match event {
             Event::Connect => {
@@ -482,6 +500,20 @@ impl Session {
         if !self.service.content_filter.is_empty() {
             attributes.push(("content_filter".into(), self.service.content_filter.clone()));
         }
+        // MAIL FROM's AUTH= (RFC 4954 section 5): kept as the message's
+        // authenticated sender only when this session authenticated;
+        // from anyone else it means nothing, as in Postfix.
+        let sasl_sender = match (&self.login, params.auth.as_deref()) {
+            (Some(_), Some(a)) if a != "<>" => mta_smtp::command::decode_xtext(a),
+            _ => None,
+        };
+        if let Some((method, user)) = &self.login {
+            attributes.push(("sasl_method".into(), method.clone()));
+            attributes.push(("sasl_username".into(), user.clone()));
+        }
+        if let Some(s) = &sasl_sender {
+            attributes.push(("sasl_sender".into(), s.clone()));
+        }
         let sender = from.mailbox().map(|m| m.to_string()).unwrap_or_default();
         // The restrictions' message actions, as Postfix's cleanup applies
         // them: the last FILTER and REDIRECT count.
@@ -528,10 +560,13 @@ impl Session {
         match self.service.cleanup.begin(submission) {
             Ok(mut m) => {
                 let id = m.id().as_str().to_string();
-                let login = match &self.login {
+                let mut login = match &self.login {
                     Some((m, u)) => format!(", sasl_method={m}, sasl_username={u}"),
                     None => String::new(),
                 };
+                if let Some(s) = &sasl_sender {
+                    login.push_str(&format!(", sasl_sender={s}"));
+                }
                 self.service
                     .log
                     .info(&format!("{id}: client={}{login}", self.client));

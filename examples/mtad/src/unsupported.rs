@@ -40,9 +40,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("smtp_mime_header_checks", "header checks on the way out"),
     ("smtp_nested_header_checks", "header checks on the way out"),
     ("smtp_body_checks", "body checks on the way out"),
-    ("smtpd_tls_ask_ccert", "asking clients for certificates"),
-    ("smtpd_tls_req_ccert", "requiring client certificates"),
-    ("relay_clientcerts", "relaying by client certificate"),
     (
         "defer_transports",
         "holding mail for transports until a flush",
@@ -74,6 +71,21 @@ pub(crate) fn refusals(
                 config.location(name)
             ));
         }
+    }
+    // Client certificate fingerprints are SHA-256 only: when client
+    // certificates are asked for, another digest would match nothing.
+    let digest = config
+        .expanded("smtpd_tls_fingerprint_digest")
+        .unwrap_or_default();
+    let asks = ["smtpd_tls_ask_ccert", "smtpd_tls_req_ccert"]
+        .iter()
+        .any(|n| config.boolean(n).unwrap_or(false));
+    if asks && !digest.trim().eq_ignore_ascii_case("sha256") {
+        out.push(format!(
+            "{}: smtpd_tls_fingerprint_digest = {}: not supported by mtad (only sha256 fingerprints); set it to sha256 (the default at compatibility_level 3.6)",
+            config.location("smtpd_tls_fingerprint_digest"),
+            digest.trim()
+        ));
     }
     if let Some(master) = master {
         for service in master.effective_services() {

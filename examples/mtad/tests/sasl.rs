@@ -386,6 +386,13 @@ expected = "v=" + base64.b64encode(hmac.new(server_key, auth_message, "sha256").
 print("server-proof", base64.b64decode(resp).decode() == expected)
 code, resp = s.docmd("")
 print("final", code, resp.decode())
+if code == 235:
+    # RFC 4954's AUTH= on MAIL FROM, which the server keeps for an
+    # authenticated session.
+    s.mail(user, ["AUTH=" + user.replace("+", "+2B")])
+    s.rcpt(user)
+    code, resp = s.data(b"Subject: scram\r\n\r\nhello\r\n")
+    print("data", code)
 s.quit()
 "#;
 
@@ -425,11 +432,18 @@ fn scram_sha_256_against_an_independent_client() {
         good.contains("final 235 2.7.0 Authentication successful"),
         "{good}"
     );
+    assert!(good.contains("data 250"), "{good}");
     let bad = run("not-it");
     assert!(bad.contains("final 535 5.7.8"), "{bad}");
     let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
     assert!(
         log.contains("SASL SCRAM-SHA-256 authentication failed"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "sasl_method=SCRAM-SHA-256, sasl_username=carol@example.com, sasl_sender=carol@example.com"
+        ),
         "{log}"
     );
 }

@@ -364,3 +364,77 @@ fn relaying_through_a_smarthost_that_wants_a_login() {
         "{remote_log}"
     );
 }
+
+#[test]
+fn a_client_certificate_in_relay_clientcerts_may_relay() {
+    if !have("python3") {
+        return;
+    }
+    // The laptop's certificate, self-signed: only its fingerprint counts.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["laptop.example.org".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let fingerprint = mta_smtp::transport::fingerprint_sha256(cert.der());
+    let (dir, smtp, _, _daemon) = start(
+        "tls-ccert",
+        &format!(
+            "mynetworks = 192.0.2.0/24\n\
+             smtpd_tls_ask_ccert = yes\n\
+             relay_clientcerts = inline:{{ {fingerprint}=laptop }}\n\
+             smtpd_relay_restrictions = permit_tls_clientcerts, reject_unauth_destination\n\
+             smtpd_recipient_restrictions = permit_tls_clientcerts, reject_unauth_destination\n\
+             transport_maps = inline:{{ elsewhere.example=discard: }}\n"
+        ),
+    );
+    std::fs::write(dir.join("laptop.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("laptop.key"), key.serialize_pem()).unwrap();
+    // RCPT to an outside domain: its reply, with or without the
+    // certificate.
+    let try_relay = |with_cert: bool| -> String {
+        let script = format!(
+            r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+if {with_cert}:
+    ctx.load_cert_chain("{d}/laptop.pem", "{d}/laptop.key")
+s = smtplib.SMTP("127.0.0.1", {smtp}, local_hostname="client.example.org", timeout=20)
+s.starttls(context=ctx)
+s.ehlo("client.example.org")
+s.mail("alice@example.org")
+code, text = s.rcpt("someone@elsewhere.example")
+print(code, text.decode())
+s.quit()
+"#,
+            with_cert = if with_cert { "True" } else { "False" },
+            d = dir.display(),
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = try_relay(true);
+    assert!(listed.starts_with("250"), "{listed}");
+    let anonymous = try_relay(false);
+    assert!(anonymous.starts_with("554 5.7.1"), "{anonymous}");
+    assert!(anonymous.contains("Relay access denied"), "{anonymous}");
+    let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+    assert!(
+        log.contains(&format!("client certificate fingerprint={fingerprint}")),
+        "{log}"
+    );
+    assert!(
+        log.contains("Untrusted TLS connection established from"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Anonymous TLS connection established from"),
+        "{log}"
+    );
+}
