@@ -381,6 +381,79 @@ pub struct SmtpAgent {
     shuffle: RandomState,
     sasl: Option<SaslClient>,
     log: Option<LogFn>,
+    tls_policy: Option<TlsPolicy>,
+}
+
+/// `smtp_tls_policy_maps`: a TLS security level per next hop, and a
+/// connector for each level a policy may name.
+pub struct TlsPolicy {
+    /// The table, keyed by next hop as the request has it (`example.net`,
+    /// `[mail.example.net]:587`), then, for a domain, its parents as
+    /// `.example.net`.
+    pub maps: MapList,
+    /// A connector per level (`none`, `may`, `encrypt`, `verify`,
+    /// `secure`), each built as the service would be with that
+    /// `smtp_tls_security_level`.
+    pub connectors: HashMap<String, Connector>,
+}
+
+impl std::fmt::Debug for TlsPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPolicy")
+            .field("levels", &self.connectors.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The level a policy table value names, or why it cannot be honoured.
+///
+/// ```
+/// use mta_delivery::smtp::policy_level;
+/// assert_eq!(policy_level("encrypt").unwrap(), "encrypt");
+/// assert_eq!(policy_level("secure match=nexthop:dot-nexthop").unwrap(), "secure");
+/// assert_eq!(policy_level("dane").unwrap(), "may");
+/// assert!(policy_level("verify ciphers=high").is_err());
+/// assert!(policy_level("dane-only").is_err());
+/// ```
+///
+/// # Errors
+///
+/// An unknown level, DANE-only (mtad does not validate TLSA records), or
+/// an attribute mtad does not apply (`ciphers=`, `protocols=`, a `match=`
+/// other than the level's default): the delivery is deferred rather than
+/// made with less than the policy asks.
+pub fn policy_level(value: &str) -> Result<&'static str, String> {
+    let mut words = value.split_whitespace();
+    let level = words.next().unwrap_or("").to_ascii_lowercase();
+    let level: &'static str = match level.as_str() {
+        "none" => "none",
+        "may" => "may",
+        // Postfix's dane falls back to may without DNSSEC-validated TLSA
+        // records; mtad validates none.
+        "dane" => "may",
+        "encrypt" => "encrypt",
+        "verify" => "verify",
+        "secure" => "secure",
+        "dane-only" => return Err("dane-only: DANE is not supported by mtad".into()),
+        "fingerprint" => {
+            return Err("fingerprint: certificate pinning is not supported by mtad".into());
+        }
+        other => return Err(format!("unknown TLS security level \"{other}\"")),
+    };
+    for attribute in words {
+        let default_match = match level {
+            "verify" => Some("match=hostname"),
+            "secure" => Some("match=nexthop:dot-nexthop"),
+            _ => None,
+        };
+        if Some(attribute.to_ascii_lowercase().as_str()) == default_match {
+            continue;
+        }
+        return Err(format!(
+            "{attribute}: this policy attribute is not supported by mtad"
+        ));
+    }
+    Ok(level)
 }
 
 /// Where the agent writes its own log lines (the TLS handshake), as
@@ -441,7 +514,61 @@ impl SmtpAgent {
             shuffle: RandomState::new(),
             sasl: None,
             log: None,
+            tls_policy: None,
         }
+    }
+
+    /// Chooses the TLS level per next hop from `policy`
+    /// (`smtp_tls_policy_maps`); next hops it does not name use the
+    /// service's own level.
+    pub fn with_tls_policy(mut self, policy: TlsPolicy) -> SmtpAgent {
+        self.tls_policy = Some(policy);
+        self
+    }
+
+    /// The connector for `nexthop`: the policy table's level, else the
+    /// service's own; an error (a deferral reason) when the table cannot
+    /// answer or names what cannot be honoured.
+    fn connector_for(&self, nexthop: &str) -> Result<&Connector, StatusDetail> {
+        let Some(policy) = &self.tls_policy else {
+            return Ok(&self.connector);
+        };
+        let key = nexthop.trim().to_ascii_lowercase();
+        let mut keys = vec![mta_maps::search::SearchKey {
+            key: key.clone(),
+            partial: false,
+        }];
+        if !key.starts_with('[') {
+            let mut rest = key.as_str();
+            while let Some((_, parent)) = rest.split_once('.') {
+                keys.push(mta_maps::search::SearchKey {
+                    key: format!(".{parent}"),
+                    partial: true,
+                });
+                rest = parent;
+            }
+        }
+        let defer = |text: String| {
+            StatusDetail::new(
+                EnhancedStatus::parse("4.7.5").expect("valid"),
+                text,
+                Relay::None,
+            )
+        };
+        let found = policy
+            .maps
+            .search_now(&keys)
+            .map_err(|e| defer(format!("TLS policy lookup for {nexthop}: {e}")))?;
+        let Some((_, value)) = found else {
+            return Ok(&self.connector);
+        };
+        let level =
+            policy_level(&value).map_err(|e| defer(format!("TLS policy for {nexthop}: {e}")))?;
+        policy.connectors.get(level).ok_or_else(|| {
+            defer(format!(
+                "TLS policy for {nexthop}: no {level} configuration"
+            ))
+        })
     }
 
     /// Logs the agent's own events through `log`: the TLS summary
@@ -828,6 +955,14 @@ impl SmtpAgent {
             }
         }
 
+        let connector = match self.connector_for(&request.nexthop) {
+            Ok(c) => c,
+            Err(detail) => {
+                let status = DeliveryStatus::Deferred(detail);
+                results.extend(pending.iter().map(|r| r.result(status.clone())));
+                return;
+            }
+        };
         let servers = match self.servers(&request.nexthop).await {
             Ok(servers) => servers,
             Err(failure) => {
@@ -847,8 +982,8 @@ impl SmtpAgent {
         for (i, server) in servers.into_iter().enumerate() {
             let opened = Instant::now();
             let connected = match &server.path {
-                Some(path) => self.connector.connect_unix(path, &server.name).await,
-                None => self.connector.connect(server.address, &server.name).await,
+                Some(path) => connector.connect_unix(path, &server.name).await,
+                None => connector.connect(server.address, &server.name).await,
             };
             match connected {
                 Ok(mut connection) => {

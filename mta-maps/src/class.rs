@@ -71,6 +71,10 @@ pub struct AddressResolver {
     virtual_mailbox_domains: DomainMatcher,
     relay_domains: DomainMatcher,
     transport_maps: Option<TransportMaps>,
+    /// `sender_dependent_relayhost_maps`.
+    sender_relayhost: crate::list::MapList,
+    /// `empty_address_relayhost_maps_lookup_key` (`<>`).
+    empty_sender_key: String,
 }
 
 impl AddressResolver {
@@ -128,8 +132,86 @@ impl AddressResolver {
             virtual_mailbox_domains: list("virtual_mailbox_domains")?,
             relay_domains: list("relay_domains")?,
             transport_maps,
+            sender_relayhost: {
+                let value = config.expanded("sender_dependent_relayhost_maps")?;
+                registry.open_list(&value).map_err(|e| {
+                    config.bad_value("sender_dependent_relayhost_maps", &value, e.to_string())
+                })?
+            },
+            empty_sender_key: config.expanded("empty_address_relayhost_maps_lookup_key")?,
             rewrite,
         })
+    }
+
+    /// Resolves `recipient` of mail from `sender`: as
+    /// [`resolve`](Self::resolve), with `sender_dependent_relayhost_maps`
+    /// in place of `relayhost` when it has the sender (searched as the
+    /// address, then `@domain`; the null sender as
+    /// `empty_address_relayhost_maps_lookup_key`). A result of `DUNNO`
+    /// keeps `relayhost`. As in Postfix, a next hop from `transport_maps`
+    /// or from `relay_transport`/`default_transport` still wins.
+    ///
+    /// # Errors
+    ///
+    /// As [`resolve`](Self::resolve); a sender table that cannot answer
+    /// is a temporary error.
+    pub fn resolve_for_sender(
+        &self,
+        sender: &str,
+        recipient: &MailAddress,
+    ) -> Result<Resolution, ResolveError> {
+        if self.sender_relayhost.is_empty() {
+            return self.resolve(recipient);
+        }
+        let mut keys = Vec::new();
+        if sender.is_empty() {
+            keys.push(self.empty_sender_key.clone());
+        } else {
+            keys.push(sender.to_owned());
+            if let Some((_, domain)) = sender.rsplit_once('@') {
+                keys.push(format!("@{domain}"));
+            }
+        }
+        let mut found = None;
+        for (i, key) in keys.iter().enumerate() {
+            let search = [crate::search::SearchKey {
+                key: key.clone(),
+                partial: i > 0,
+            }];
+            match self.sender_relayhost.search_now(&search) {
+                Ok(Some((_, v))) => {
+                    found = Some(v.into_owned());
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ResolveError::Lookup(
+                        mta_core::address_class::LookupError::new(
+                            "sender_dependent_relayhost_maps",
+                            e.to_string(),
+                        ),
+                    ));
+                }
+            }
+        }
+        match found.map(|v| v.trim().to_owned()) {
+            Some(v) if !v.is_empty() && !v.eq_ignore_ascii_case("DUNNO") => {
+                let mut rewrite = self.rewrite.clone();
+                rewrite.relayhost = Some(v);
+                let tables = ClassTables {
+                    mydestination: &self.mydestination,
+                    virtual_alias_domains: &self.virtual_alias_domains,
+                    virtual_mailbox_domains: &self.virtual_mailbox_domains,
+                    relay_domains: &self.relay_domains,
+                    transport_maps: self
+                        .transport_maps
+                        .as_ref()
+                        .map(|t| t as &dyn TransportTable),
+                };
+                resolve(&rewrite, &tables, recipient)
+            }
+            _ => self.resolve(recipient),
+        }
     }
 
     /// The rewrite settings.

@@ -99,6 +99,18 @@ pub trait Router: Send + Sync {
     ///
     /// A [`RouteError`].
     fn route(&self, address: &MailAddress) -> Result<Route, RouteError>;
+
+    /// The route of `address` in mail from `sender` (empty for the null
+    /// sender), for routes that depend on the sender
+    /// (`sender_dependent_relayhost_maps`). The default ignores it.
+    ///
+    /// # Errors
+    ///
+    /// A [`RouteError`].
+    fn route_for(&self, sender: &str, address: &MailAddress) -> Result<Route, RouteError> {
+        let _ = sender;
+        self.route(address)
+    }
 }
 
 /// Trivial-rewrite with the configuration's tables routes for the
@@ -106,15 +118,25 @@ pub trait Router: Send + Sync {
 /// bounces.
 impl Router for mta_maps::class::AddressResolver {
     fn route(&self, address: &MailAddress) -> Result<Route, RouteError> {
-        match self.resolve(address) {
-            Ok(r) => Ok(Route {
-                transport: r.transport,
-                nexthop: r.nexthop,
-                address: r.recipient,
-            }),
-            Err(e) if e.is_temporary() => Err(RouteError::Temporary(e.to_string())),
-            Err(e) => Err(RouteError::Permanent(e.to_string())),
-        }
+        route_of(self.resolve(address))
+    }
+
+    fn route_for(&self, sender: &str, address: &MailAddress) -> Result<Route, RouteError> {
+        route_of(self.resolve_for_sender(sender, address))
+    }
+}
+
+fn route_of(
+    resolved: Result<mta_core::address_class::Resolution, mta_core::address_class::ResolveError>,
+) -> Result<Route, RouteError> {
+    match resolved {
+        Ok(r) => Ok(Route {
+            transport: r.transport,
+            nexthop: r.nexthop,
+            address: r.recipient,
+        }),
+        Err(e) if e.is_temporary() => Err(RouteError::Temporary(e.to_string())),
+        Err(e) => Err(RouteError::Permanent(e.to_string())),
     }
 }
 
@@ -626,7 +648,7 @@ impl Scheduler {
                     continue;
                 }
             };
-            match self.router.route(&address) {
+            match self.router.route_for(&file.envelope.sender, &address) {
                 Ok(route) => {
                     let mut rcpt = Recipient::new(route.address, i as u64);
                     if queued.original != queued.address {

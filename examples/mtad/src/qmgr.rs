@@ -50,6 +50,48 @@ pub(crate) fn runs_inside(program: &str) -> bool {
     )
 }
 
+/// `smtp_tls_policy_maps` (or `lmtp_`): the table and a connector per
+/// level, each built as the service with that security level would be.
+/// A level whose settings do not work (no trust anchors for `verify`)
+/// is left out, with a warning: a policy naming it defers.
+fn tls_policy(
+    config: &Config,
+    registry: &Registry,
+    lmtp: bool,
+    log: &Log,
+) -> Result<Option<mta_delivery::smtp::TlsPolicy>, Fatal> {
+    let p = if lmtp { "lmtp" } else { "smtp" };
+    let name = format!("{p}_tls_policy_maps");
+    let value = config.expanded(&name).map_err(fatal)?;
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    let maps = registry
+        .open_list(&value)
+        .map_err(|e| fatal(config.bad_value(&name, &value, e.to_string())))?;
+    let mut connectors = HashMap::new();
+    for level in ["none", "may", "encrypt", "verify", "secure"] {
+        let with_level =
+            config.with_overrides(&[(format!("{p}_tls_security_level"), level.to_owned())]);
+        let built = (|| -> Result<Connector, mta_core::config::ConfigError> {
+            let mut c = Connector::from_config(&with_level, lmtp)?;
+            if let Some((tls, verification)) = client_tls(&with_level, lmtp)? {
+                c = c.with_tls(tls, verification);
+            }
+            Ok(c)
+        })();
+        match built {
+            Ok(c) => {
+                connectors.insert(level.to_owned(), c);
+            }
+            Err(e) => log.warning(&format!(
+                "{name}: level {level} cannot be used: {e}; destinations whose policy names it are deferred"
+            )),
+        }
+    }
+    Ok(Some(mta_delivery::smtp::TlsPolicy { maps, connectors }))
+}
+
 fn fatal(what: impl std::fmt::Display) -> Fatal {
     Fatal(what.to_string())
 }
@@ -143,6 +185,9 @@ pub(crate) fn scheduler(
                     SaslClient::from_config(&svc_config, registry, lmtp).map_err(fatal)?
                 {
                     agent = agent.with_sasl(sasl);
+                }
+                if let Some(policy) = tls_policy(&svc_config, registry, lmtp, master_log)? {
+                    agent = agent.with_tls_policy(policy);
                 }
                 Arc::new(agent)
             }

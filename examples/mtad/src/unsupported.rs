@@ -26,12 +26,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("always_bcc", "a blind copy of every message"),
     ("sender_bcc_maps", "blind copies by sender"),
     ("recipient_bcc_maps", "blind copies by recipient"),
-    ("smtp_tls_policy_maps", "TLS policy per destination"),
-    ("lmtp_tls_policy_maps", "TLS policy per destination"),
-    (
-        "sender_dependent_relayhost_maps",
-        "a relay host chosen by the sender",
-    ),
     (
         "sender_dependent_default_transport_maps",
         "a default transport chosen by the sender",

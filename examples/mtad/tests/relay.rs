@@ -121,3 +121,56 @@ fn mail_for_the_internet_is_relayed_and_refusals_bounce() {
     }
     drop(daemon);
 }
+
+#[test]
+fn the_sender_chooses_the_relay_host() {
+    if !Path::new(SINK).exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("smtp-sink is not installed: CI must install postfix");
+        }
+        eprintln!("skipped: smtp-sink is not installed");
+        return;
+    }
+    let smtp = free_port();
+    let dir = common::compiled_site("sender-relay", |master| {
+        master
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{} ", free_port()))
+    });
+    let (_alice_sink, alice_port) = sink(&dir.join("sink-alice"), &[]);
+    let (_org_sink, org_port) = sink(&dir.join("sink-org"), &[]);
+    let (_default_sink, default_port) = sink(&dir.join("sink-default"), &[]);
+    let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
+    main_cf.push_str(&format!(
+        "relayhost = [127.0.0.1]:{default_port}\n\
+         sender_dependent_relayhost_maps = inline:{{ alice@example.org=[127.0.0.1]:{alice_port}, \
+         @example.org=[127.0.0.1]:{org_port}, carol@example.org=DUNNO }}\n"
+    ));
+    std::fs::write(dir.join("main.cf"), main_cf).unwrap();
+    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
+    let _daemon = Running(
+        Command::new(MTAD)
+            .args(["-c", &dir.display().to_string()])
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(smtp, "mtad");
+    for from in ["alice@example.org", "bob@example.org", "carol@example.org"] {
+        let r = send(
+            smtp,
+            from,
+            "dave@example.net",
+            &format!("Subject: from {from}\n\nhi\n"),
+        );
+        assert!(r.starts_with("250"), "{from}: {r}");
+    }
+    // The address's own entry, then its domain's; DUNNO keeps relayhost.
+    let got = |d: &str| wait_for_files(&dir.join(d), 1).join("\n");
+    assert!(got("sink-alice").contains("X-Mail-Args: <alice@example.org>"));
+    assert!(got("sink-org").contains("X-Mail-Args: <bob@example.org>"));
+    assert!(got("sink-default").contains("X-Mail-Args: <carol@example.org>"));
+    for d in ["sink-alice", "sink-org", "sink-default"] {
+        assert_eq!(std::fs::read_dir(dir.join(d)).unwrap().count(), 1, "{d}");
+    }
+}

@@ -438,3 +438,68 @@ s.quit()
         "{log}"
     );
 }
+
+#[test]
+fn the_tls_policy_table_decides_per_destination() {
+    // The remote: a second mtad taking mail for example.net and
+    // example.info, with STARTTLS (the site's "may").
+    let (remote, remote_smtp, _, _remote_daemon) = start(
+        "tls-policy-remote",
+        "myhostname = mx.example.net\n\
+         virtual_mailbox_domains = example.net, example.info\n\
+         virtual_mailbox_maps = inline:{ dave@example.net=example.net/dave/, erin@example.info=example.info/erin/ }\n\
+         smtpd_sender_restrictions =\n",
+    );
+    // No TLS by default; the policy table asks for encryption to
+    // example.net's next hop and names a cipher rule for example.info,
+    // which mtad cannot apply: that mail waits rather than going out
+    // with less than asked.
+    let (dir, smtp, _, _daemon) = start(
+        "tls-policy",
+        &format!(
+            "transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{remote_smtp}, example.info=smtp:[localhost]:{remote_smtp} }}\n\
+             smtp_tls_security_level = none\n\
+             smtp_tls_policy_maps = inline:{{ {{[127.0.0.1]:{remote_smtp}=encrypt}}, {{[localhost]:{remote_smtp}=encrypt ciphers=high}} }}\n"
+        ),
+    );
+    let r = send(
+        smtp,
+        "alice@example.org",
+        "dave@example.net",
+        "Subject: policy\n\nhello\n",
+    );
+    assert!(r.starts_with("250 "), "{r}");
+    let r = send(
+        smtp,
+        "alice@example.org",
+        "erin@example.info",
+        "Subject: policy 2\n\nhello\n",
+    );
+    assert!(r.starts_with("250 "), "{r}");
+    let got = wait_for_message(
+        &remote.join("state/mail/example.net/dave/new"),
+        &dir.join("mtad.log"),
+    );
+    let hop = got
+        .split("Received: ")
+        .find(|r| r.contains("by mx.example.net"))
+        .unwrap_or_else(|| panic!("{got}"))
+        .to_owned();
+    assert!(hop.contains("(using TLSv1."), "encrypted by policy: {hop}");
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+        if text.contains("to=<erin@example.info>")
+            && text.contains("status=deferred (TLS policy for [localhost]")
+        {
+            assert!(
+                text.contains("ciphers=high: this policy attribute is not supported by mtad"),
+                "{text}"
+            );
+            assert!(text.contains("dsn=4.7.5"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < until, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
