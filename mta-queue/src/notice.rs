@@ -129,42 +129,52 @@ fn truncated(content: &[u8], limit: usize) -> &[u8] {
     &content[..cut]
 }
 
-/// The non-delivery notice for message `id` of `file`, for the
-/// recipients in `bounced`, with CR LF line ends.
-///
-/// # Example
-///
-/// ```
-/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
-/// use mta_core::delivery::{Relay, StatusDetail};
-/// use mta_core::reply::EnhancedStatus;
-/// use mta_queue::file::{Envelope, QueueFile, Recipient};
-/// use mta_queue::notice::{non_delivery, BouncedRecipient, NoticeConfig};
-///
-/// let rcpt = Recipient::new("nobody@example.com");
-/// let file = QueueFile {
-///     envelope: Envelope {
-///         arrival: Duration::from_secs(1_764_786_132),
-///         sender: "bob@example.org".into(),
-///         attributes: vec![],
-///         recipients: vec![rcpt.clone()],
-///     },
-///     content: b"Subject: hello\r\n\r\nHi\r\n".to_vec(),
-/// };
-/// let detail = StatusDetail::new(EnhancedStatus::BAD_MAILBOX,
-///                                "unknown user: \"nobody@example.com\"", Relay::Transport("virtual".into()));
-/// let config = NoticeConfig { hostname: "mail.example.com".into(), bounce_size_limit: 50000 };
-/// let now = UNIX_EPOCH + Duration::from_secs(1_764_786_200);
-/// let notice = String::from_utf8(non_delivery(&config, "ID1", &file, &[BouncedRecipient::new(&rcpt, detail)], now)).unwrap();
-/// assert!(notice.contains("\r\nTo: bob@example.org\r\n"));
-/// assert!(notice.contains("\r\nFinal-Recipient: rfc822; nobody@example.com\r\nOriginal-Recipient: rfc822;nobody@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
-/// assert!(notice.contains("\r\nContent-Type: message/rfc822\r\n\r\nSubject: hello\r\n\r\nHi\r\n"));
-/// ```
+/// Which report a notice is (RFC 3464 `Action`), with what its text
+/// says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// A non-delivery notice: `Undelivered Mail Returned to Sender`,
+    /// `Action: failed`, the message (or its headers, `RET=HDRS`)
+    /// attached.
+    Failure,
+    /// A delay warning: `Delayed Mail (still being retried)`, `Action:
+    /// delayed`, the headers attached.
+    Delay {
+        /// `delay_warning_time`: how long the mail has waited.
+        after: Duration,
+        /// The queue lifetime: until when it is retried.
+        lifetime: Duration,
+    },
+    /// A success notice for `NOTIFY=SUCCESS`: `Successful Mail Delivery
+    /// Report`, `Action: delivered` (a mailbox here) or `relayed` (handed
+    /// to another server, which was not asked for DSN), the headers
+    /// attached.
+    Success,
+}
+
+/// The non-delivery notice for message `id` (its queue file `file`) and
+/// its `bounced` recipients, as Postfix's bounce daemon writes it
+/// (RFC 3464 `multipart/report`). See [`notice`].
 pub fn non_delivery(
     config: &NoticeConfig,
     id: &str,
     file: &QueueFile,
     bounced: &[BouncedRecipient],
+    now: SystemTime,
+) -> Vec<u8> {
+    notice(config, NoticeKind::Failure, id, file, bounced, now)
+}
+
+/// The notice of `kind` for message `id` (its queue file `file`) about
+/// `recipients`, from `MAILER-DAEMON`, in Postfix's words: the text part,
+/// a `message/delivery-status` part with one block per recipient, and
+/// the message or its headers.
+pub fn notice(
+    config: &NoticeConfig,
+    kind: NoticeKind,
+    id: &str,
+    file: &QueueFile,
+    recipients: &[BouncedRecipient],
     now: SystemTime,
 ) -> Vec<u8> {
     let host = &config.hostname;
@@ -179,7 +189,11 @@ pub fn non_delivery(
     line(&format!(
         "From: MAILER-DAEMON@{host} (Mail Delivery System)"
     ));
-    line("Subject: Undelivered Mail Returned to Sender");
+    line(match kind {
+        NoticeKind::Failure => "Subject: Undelivered Mail Returned to Sender",
+        NoticeKind::Delay { .. } => "Subject: Delayed Mail (still being retried)",
+        NoticeKind::Success => "Subject: Successful Mail Delivery Report",
+    });
     line(&format!("To: {}", file.envelope.sender));
     line("Auto-Submitted: auto-replied");
     line("MIME-Version: 1.0");
@@ -202,17 +216,43 @@ pub fn non_delivery(
     line("");
     line(&format!("This is the mail system at host {host}."));
     line("");
-    line("I'm sorry to have to inform you that your message could not");
-    line("be delivered to one or more recipients. It's attached below.");
-    line("");
-    line("For further assistance, please send mail to postmaster.");
-    line("");
-    line("If you do so, please include this problem report. You can");
-    line("delete your own text from the attached returned message.");
+    match kind {
+        NoticeKind::Failure => {
+            line("I'm sorry to have to inform you that your message could not");
+            line("be delivered to one or more recipients. It's attached below.");
+        }
+        NoticeKind::Delay { after, lifetime } => {
+            line("####################################################################");
+            line("# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #");
+            line("####################################################################");
+            line("");
+            line(&format!(
+                "Your message could not be delivered for more than {} hour(s).",
+                after.as_secs() / 3600
+            ));
+            line(&format!(
+                "It will be retried until it is {} day(s) old.",
+                lifetime.as_secs() / 86400
+            ));
+        }
+        NoticeKind::Success => {
+            line("Your message was successfully delivered to the destination(s)");
+            line("listed below. If the message was delivered to mailbox you will");
+            line("receive no further notifications. Otherwise you may still receive");
+            line("notifications of mail delivery errors from other systems.");
+        }
+    }
+    if kind != NoticeKind::Success {
+        line("");
+        line("For further assistance, please send mail to postmaster.");
+        line("");
+        line("If you do so, please include this problem report. You can");
+        line("delete your own text from the attached returned message.");
+    }
     line("");
     line("                   The mail system");
     line("");
-    for r in bounced {
+    for r in recipients {
         for l in wrap(&format!("<{}>: {}", r.address, r.detail.text)) {
             line(&l);
         }
@@ -235,11 +275,17 @@ pub fn non_delivery(
         "Arrival-Date: {}",
         mta_core::date::rfc5322(arrival)
     ));
-    for r in bounced {
+    for r in recipients {
         line("");
         line(&format!("Final-Recipient: rfc822; {}", r.address));
         line(&format!("Original-Recipient: rfc822;{}", r.original));
-        line("Action: failed");
+        let remote = matches!(r.detail.relay, mta_core::delivery::Relay::Host { .. });
+        line(match kind {
+            NoticeKind::Failure => "Action: failed",
+            NoticeKind::Delay { .. } => "Action: delayed",
+            NoticeKind::Success if remote => "Action: relayed",
+            NoticeKind::Success => "Action: delivered",
+        });
         line(&format!("Status: {}", r.detail.dsn));
         if let mta_core::delivery::Relay::Host { name, .. } = &r.detail.relay {
             line(&format!("Remote-MTA: dns; {name}"));
@@ -255,12 +301,22 @@ pub fn non_delivery(
         for l in wrap(&diagnostic) {
             line(&l);
         }
+        if let NoticeKind::Delay { lifetime, .. } = kind {
+            line(&format!(
+                "Will-Retry-Until: {}",
+                mta_core::date::rfc5322(arrival + lifetime)
+            ));
+        }
     }
     line("");
-    let headers_only = file.envelope.attribute("ret") == Some("HDRS");
+    let headers_only =
+        kind != NoticeKind::Failure || file.envelope.attribute("ret") == Some("HDRS");
     line(&format!("--{b}"));
     let original: &[u8] = if headers_only {
-        line("Content-Description: Undelivered Message Headers");
+        line(match kind {
+            NoticeKind::Success => "Content-Description: Message Headers",
+            _ => "Content-Description: Undelivered Message Headers",
+        });
         line("Content-Type: text/rfc822-headers");
         header_of(&file.content)
     } else {

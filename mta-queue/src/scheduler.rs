@@ -67,7 +67,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::cleanup::{Cleanup, Submission};
 use crate::file::{QueueFile, Recipient as QueuedRecipient};
-use crate::notice::{BouncedRecipient, NoticeConfig};
+use crate::notice::{BouncedRecipient, NoticeConfig, NoticeKind};
 use crate::store::{Queue, QueueName};
 
 /// Where a recipient goes: trivial-rewrite's answer.
@@ -185,6 +185,13 @@ pub struct SchedulerConfig {
     pub bounce_queue_lifetime: Duration,
     /// `qmgr_message_active_limit`: messages in `active` at once.
     pub message_active_limit: usize,
+    /// `delay_warning_time`: after this long in the queue the sender is
+    /// warned once that the mail is delayed; zero for never (Postfix's
+    /// default).
+    pub delay_warning_time: Duration,
+    /// `defer_transports`: transports that deliver only when the queue is
+    /// flushed ([`Scheduler::flush`]); mail for them waits meanwhile.
+    pub defer_transports: Vec<String>,
 }
 
 impl Default for SchedulerConfig {
@@ -197,6 +204,8 @@ impl Default for SchedulerConfig {
             maximal_queue_lifetime: Duration::from_secs(5 * 86400),
             bounce_queue_lifetime: Duration::from_secs(5 * 86400),
             message_active_limit: 20_000,
+            delay_warning_time: Duration::ZERO,
+            defer_transports: Vec::new(),
         }
     }
 }
@@ -257,6 +266,8 @@ pub struct Scheduler {
     busy: Mutex<std::collections::HashSet<String>>,
     /// A flush asked for a scan of `deferred` now.
     flush_requested: std::sync::atomic::AtomicBool,
+    /// Messages a flush made due: `defer_transports` lets them go.
+    flushed: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -346,6 +357,7 @@ impl Scheduler {
             notices: None,
             busy: Mutex::new(Default::default()),
             flush_requested: std::sync::atomic::AtomicBool::new(false),
+            flushed: Mutex::new(Default::default()),
         }
     }
 
@@ -446,7 +458,7 @@ impl Scheduler {
         let ids = self.queue.list(QueueName::Deferred).unwrap_or_default();
         let now = (self.clock)();
         let made_due = tokio::task::spawn_blocking(move || {
-            let mut n = 0;
+            let mut n = Vec::new();
             for id in ids {
                 let path = dir.join(&id);
                 let wanted = match &which {
@@ -468,17 +480,22 @@ impl Scheduler {
                         .and_then(|f| f.set_modified(now))
                         .is_ok()
                 {
-                    n += 1;
+                    n.push(id);
                 }
             }
             n
         })
         .await
-        .unwrap_or(0);
+        .unwrap_or_default();
+        let count = made_due.len();
+        self.flushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(made_due);
         self.flush_requested
             .store(true, std::sync::atomic::Ordering::Release);
         self.wake.notify_one();
-        made_due
+        count
     }
 
     /// One pass over the queue: every message in `incoming` and every
@@ -584,6 +601,12 @@ impl Scheduler {
             }
         };
         let active_at = (self.clock)();
+        // A flush lets mail for defer_transports go this once.
+        let forced = self
+            .flushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         let arrival = UNIX_EPOCH + file.envelope.arrival;
         let pending: Vec<usize> = (0..file.envelope.recipients.len())
             .filter(|&i| !file.envelope.recipients[i].done)
@@ -660,6 +683,16 @@ impl Scheduler {
                         Some((t, _)) => (t.clone(), route.nexthop),
                         None => (route.transport, route.nexthop),
                     };
+                    if !forced && self.config.defer_transports.contains(&key.0) {
+                        // Postfix's "deferred transport": it waits for a
+                        // flush (sendmail -q, postqueue -f).
+                        outcomes.push(fail(DeliveryStatus::Deferred(StatusDetail::new(
+                            EnhancedStatus::parse("4.3.2").expect("valid"),
+                            "deferred transport",
+                            Relay::None,
+                        ))));
+                        continue;
+                    }
                     if !groups.contains_key(&key) {
                         order.push(key.clone());
                     }
@@ -807,6 +840,7 @@ impl Scheduler {
                 )
                 .await;
         let mut bounced: Vec<BouncedRecipient> = Vec::new();
+        let mut succeeded: Vec<BouncedRecipient> = Vec::new();
         let mut still_pending = 0usize;
         let mut last_defer: HashMap<usize, StatusDetail> = HashMap::new();
         for o in &outcomes {
@@ -820,6 +854,11 @@ impl Scheduler {
             match &o.status {
                 DeliveryStatus::Bounced(d) => {
                     bounced.push(BouncedRecipient::new(queued, d.clone()))
+                }
+                DeliveryStatus::Delivered(d)
+                    if queued.notify & crate::file::notify::SUCCESS != 0 =>
+                {
+                    succeeded.push(BouncedRecipient::new(queued, d.clone()))
                 }
                 DeliveryStatus::Deferred(d) => {
                     still_pending += 1;
@@ -871,8 +910,24 @@ impl Scheduler {
                 }
             }
         }
+        // NOTIFY=: a recipient that asked for no failure notice (NEVER, or
+        // a list without FAILURE) is not reported; none given means the
+        // default, FAILURE and DELAY.
+        let wants = |r: &BouncedRecipient, bit: u8| {
+            file.envelope
+                .recipients
+                .iter()
+                .find(|q| q.address == r.address)
+                .is_none_or(|q| q.notify == 0 || q.notify & bit != 0)
+        };
+        bounced.retain(|r| wants(r, crate::file::notify::FAILURE));
         if !bounced.is_empty() {
-            self.send_notice(id, &file, &bounced, now).await;
+            self.send_notice(NoticeKind::Failure, id, &file, &bounced, now)
+                .await;
+        }
+        if !succeeded.is_empty() {
+            self.send_notice(NoticeKind::Success, id, &file, &succeeded, now)
+                .await;
         }
         if still_pending == 0 {
             match self.queue.remove_unsynced(id, QueueName::Active) {
@@ -900,6 +955,31 @@ impl Scheduler {
             .collect();
         if let Err(e) = crate::defer_log::write(&self.queue, id, &records) {
             (self.log)("qmgr", &format!("warning: {id}: write the defer log: {e}"));
+        }
+        // delay_warning_time: one warning per message, once it has waited
+        // that long, to recipients that want DELAY notices.
+        let warn_after = self.config.delay_warning_time;
+        let warned = self.queue.root().join("warn").join(id);
+        if !warn_after.is_zero() && age >= warn_after && !warned.exists() {
+            let delayed: Vec<BouncedRecipient> = last_defer
+                .iter()
+                .map(|(&i, d)| BouncedRecipient::new(&file.envelope.recipients[i], d.clone()))
+                .filter(|r| wants(r, crate::file::notify::DELAY))
+                .collect();
+            if !delayed.is_empty() {
+                let kind = NoticeKind::Delay {
+                    after: warn_after,
+                    lifetime,
+                };
+                if self.send_notice(kind, id, &file, &delayed, now).await
+                    && let Err(e) = std::fs::write(&warned, b"")
+                {
+                    (self.log)(
+                        "qmgr",
+                        &format!("warning: {id}: record the delay warning: {e}"),
+                    );
+                }
+            }
         }
         let next = now + backoff(&self.config, age);
         let set = std::fs::File::options()
@@ -1062,33 +1142,50 @@ impl Scheduler {
         );
     }
 
+    /// Sends the notice of `kind` about `recipients` to the sender;
+    /// whether it was queued.
     async fn send_notice(
         &self,
+        kind: NoticeKind,
         id: &str,
         file: &QueueFile,
-        bounced: &[BouncedRecipient],
+        recipients: &[BouncedRecipient],
         now: SystemTime,
-    ) {
+    ) -> bool {
+        // Postfix's words for each notice in its log.
+        let what = match kind {
+            NoticeKind::Failure => "non-delivery",
+            NoticeKind::Delay { .. } => "delay",
+            NoticeKind::Success => "delivery status",
+        };
         if file.envelope.sender.is_empty() {
-            (self.log)(
-                "bounce",
-                &format!("{id}: sender is <>: no non-delivery notice for a bounce"),
-            );
-            return;
+            if kind == NoticeKind::Failure {
+                (self.log)(
+                    "bounce",
+                    &format!("{id}: sender is <>: no non-delivery notice for a bounce"),
+                );
+            }
+            return false;
         }
         let Some((cleanup, notice)) = &self.notices else {
-            return;
+            return false;
         };
-        let message = crate::notice::non_delivery(notice, id, file, bounced, now);
+        let message = crate::notice::notice(notice, kind, id, file, recipients, now);
         match crate::notice::submit(cleanup, &file.envelope.sender, &message, now).await {
-            Ok(new_id) => (self.log)(
-                "bounce",
-                &format!("{id}: sender non-delivery notification: {new_id}"),
-            ),
-            Err(e) => (self.log)(
-                "bounce",
-                &format!("warning: {id}: cannot queue the non-delivery notification: {e}"),
-            ),
+            Ok(new_id) => {
+                (self.log)(
+                    "bounce",
+                    &format!("{id}: sender {what} notification: {new_id}"),
+                );
+                true
+            }
+            Err(e) => {
+                (self.log)(
+                    "bounce",
+                    &format!("warning: {id}: cannot queue the {what} notification: {e}"),
+                );
+                false
+            }
         }
     }
 }

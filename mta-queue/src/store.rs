@@ -96,8 +96,9 @@ fn mark_ready(file: &File) -> io::Result<()> {
     file.set_permissions(fs::Permissions::from_mode(0o700))
 }
 
-/// The per-message log directories (`defer`, `bounce`), beside the queues.
-const LOG_DIRS: [&str; 2] = ["defer", "bounce"];
+/// The per-message log directories (`defer`, `bounce`), beside the
+/// queues, and `warn`, whose empty files say a delay warning was sent.
+const LOG_DIRS: [&str; 3] = ["defer", "bounce", "warn"];
 
 /// A file moved to `corrupt` at recovery, and why.
 #[derive(Debug)]

@@ -86,6 +86,16 @@ struct Site {
 const START: u64 = 1_764_786_132;
 
 fn site(name: &str, lifetime: Duration) -> Site {
+    site_with(
+        name,
+        SchedulerConfig {
+            maximal_queue_lifetime: lifetime,
+            ..SchedulerConfig::default()
+        },
+    )
+}
+
+fn site_with(name: &str, base: SchedulerConfig) -> Site {
     let dir = std::env::temp_dir().join(format!("mta-sched-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -138,8 +148,7 @@ fn site(name: &str, lifetime: Duration) -> Site {
     let config = SchedulerConfig {
         minimal_backoff_time: Duration::from_secs(300),
         maximal_backoff_time: Duration::from_secs(4000),
-        maximal_queue_lifetime: lifetime,
-        ..SchedulerConfig::default()
+        ..base
     };
     let scheduler = Scheduler::new(
         queue.clone(),
@@ -171,12 +180,21 @@ fn site(name: &str, lifetime: Duration) -> Site {
 
 impl Site {
     async fn enqueue(&self, n: u64, sender: &str, rcpts: &[&str]) -> String {
+        self.enqueue_with(
+            n,
+            sender,
+            rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+        )
+        .await
+    }
+
+    async fn enqueue_with(&self, n: u64, sender: &str, recipients: Vec<Recipient>) -> String {
         let id = QueueId::from_parts(START, 0, n);
         let envelope = Envelope {
             arrival: Duration::from_secs(START),
             sender: sender.into(),
             attributes: vec![],
-            recipients: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+            recipients,
         };
         let mut w = self.queue.create(&id, &envelope).unwrap();
         w.write_content(b"From: someone@example.org\r\nSubject: test\r\n\r\nHello.\r\n")
@@ -496,5 +514,147 @@ async fn a_message_still_being_written_is_left_alone() {
     assert_eq!(site.scheduler.run_once().await, 1);
     assert_eq!(site.queue.find(id.as_str()), None);
     assert_eq!(maildir_messages(&site), 1);
+    std::fs::remove_dir_all(&site.dir).unwrap();
+}
+
+/// The text of the notice a log line says was queued.
+fn notice_text(site: &Site, lines: &[String], what: &str) -> String {
+    let line = lines
+        .iter()
+        .find(|l| l.contains(&format!("sender {what} notification: ")))
+        .unwrap_or_else(|| panic!("no {what} notification: {lines:#?}"));
+    let id = line.rsplit(' ').next().unwrap();
+    let file = QueueFile::read(&site.queue.dir(QueueName::Incoming).join(id)).unwrap();
+    assert_eq!(file.envelope.sender, "");
+    String::from_utf8(file.content).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_chooses_which_notices_go_out() {
+    use mta_queue::file::notify;
+    let site = site("notify", Duration::from_secs(5 * 86400));
+    let with = |address: &str, bits: u8| Recipient {
+        notify: bits,
+        ..Recipient::new(address)
+    };
+    site.enqueue_with(
+        20,
+        "bob@example.org",
+        vec![
+            with("alice@example.com", notify::SUCCESS | notify::FAILURE),
+            with("nobody@example.com", notify::NEVER),
+        ],
+    )
+    .await;
+    site.scheduler.run_once().await;
+    let lines = site.lines();
+    // NOTIFY=SUCCESS: a success report; NOTIFY=NEVER: no bounce at all.
+    let text = notice_text(&site, &lines, "delivery status");
+    assert!(
+        text.contains("Subject: Successful Mail Delivery Report\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Your message was successfully delivered to the destination(s)"));
+    assert!(text.contains("Final-Recipient: rfc822; alice@example.com\r\nOriginal-Recipient: rfc822;alice@example.com\r\nAction: delivered\r\nStatus: 2.0.0"), "{text}");
+    assert!(
+        text.contains("Content-Type: text/rfc822-headers\r\n"),
+        "headers only: {text}"
+    );
+    assert!(
+        !text.contains("Hello."),
+        "no body in a success report: {text}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("non-delivery notification")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("to=<nobody@example.com>") && l.contains("status=bounced"))
+    );
+    std::fs::remove_dir_all(&site.dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_warning_goes_out_once() {
+    let site = site_with(
+        "delaywarn",
+        SchedulerConfig {
+            delay_warning_time: Duration::from_secs(4 * 3600),
+            ..SchedulerConfig::default()
+        },
+    );
+    let id = site
+        .enqueue(21, "bob@example.org", &["carol@example.net"])
+        .await;
+    site.scheduler.run_once().await;
+    let lines = site.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("delay notification")),
+        "too early: {lines:#?}"
+    );
+    site.advance(Duration::from_secs(5 * 3600));
+    site.scheduler.run_once().await;
+    let lines = site.lines();
+    let text = notice_text(&site, &lines, "delay");
+    assert!(
+        text.contains("Subject: Delayed Mail (still being retried)\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #"));
+    assert!(text.contains("Your message could not be delivered for more than 4 hour(s).\r\nIt will be retried until it is 5 day(s) old."), "{text}");
+    assert!(
+        text.contains("Action: delayed\r\nStatus: 4.4.1\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Will-Retry-Until: "), "{text}");
+    assert_eq!(site.queue.find(&id), Some(QueueName::Deferred));
+    // Later attempts send no second warning.
+    site.advance(Duration::from_secs(3 * 3600));
+    site.scheduler.run_once().await;
+    let lines = site.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("status=deferred")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("delay notification")),
+        "{lines:#?}"
+    );
+    std::fs::remove_dir_all(&site.dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defer_transports_wait_for_a_flush() {
+    let site = site_with(
+        "defertransports",
+        SchedulerConfig {
+            defer_transports: vec!["virtual".into()],
+            ..SchedulerConfig::default()
+        },
+    );
+    let id = site
+        .enqueue(22, "bob@example.org", &["alice@example.com"])
+        .await;
+    site.scheduler.run_once().await;
+    assert_eq!(maildir_messages(&site), 0);
+    assert_eq!(site.queue.find(&id), Some(QueueName::Deferred));
+    let lines = site.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("to=<alice@example.com>")
+            && l.ends_with("dsn=4.3.2, status=deferred (deferred transport)")),
+        "{lines:#?}"
+    );
+    // sendmail -q / postqueue -f: it goes now.
+    assert_eq!(
+        site.scheduler.flush(mta_queue::scheduler::Flush::All).await,
+        1
+    );
+    site.scheduler.run_once().await;
+    assert_eq!(maildir_messages(&site), 1);
+    assert_eq!(site.queue.find(&id), None);
     std::fs::remove_dir_all(&site.dir).unwrap();
 }

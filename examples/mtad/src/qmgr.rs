@@ -269,6 +269,8 @@ pub(crate) fn scheduler(
         maximal_queue_lifetime: time("maximal_queue_lifetime")?,
         bounce_queue_lifetime: time("bounce_queue_lifetime")?,
         message_active_limit: count(config.integer("qmgr_message_active_limit").map_err(fatal)?),
+        delay_warning_time: time("delay_warning_time")?,
+        defer_transports: config.list("defer_transports").map_err(fatal)?,
     };
     let router = AddressResolver::from_config(config, registry).map_err(fatal)?;
     let host = hostname.clone();

@@ -34,11 +34,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("smtp_mime_header_checks", "header checks on the way out"),
     ("smtp_nested_header_checks", "header checks on the way out"),
     ("smtp_body_checks", "body checks on the way out"),
-    (
-        "defer_transports",
-        "holding mail for transports until a flush",
-    ),
-    ("delay_warning_time", "delay notices to senders"),
     ("notify_classes", "postmaster notices of the chosen classes"),
 ];
 
