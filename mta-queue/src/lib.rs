@@ -63,6 +63,7 @@ pub mod file;
 pub mod listing;
 pub mod notice;
 pub mod pickup;
+pub mod qshape;
 pub mod scheduler;
 pub mod store;
 pub mod virtual_alias;

@@ -18,6 +18,7 @@ mod postmap;
 mod postqueue;
 mod postsuper;
 mod qmgr;
+mod qshape;
 mod sendmail;
 mod smtpd;
 mod tls;
@@ -95,6 +96,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The queue's shape by domain and age (qshape(1)).
+    #[command(disable_help_flag = true, allow_hyphen_values = true)]
+    Qshape {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The Sendmail-compatible command line (sendmail(1)).
     #[command(disable_help_flag = true, allow_hyphen_values = true)]
     Sendmail {
@@ -166,6 +173,7 @@ const TOOLS: &[&str] = &[
     "saslpasswd",
     "sendmail",
     "postsuper",
+    "qshape",
 ];
 
 /// Runs one tool with its own command line (`args[0]` is its name); the
@@ -215,6 +223,7 @@ fn run_tool(tool: &str, args: Vec<String>) -> Result<ExitCode, Fatal> {
         "saslpasswd" => saslpasswd(&args).map(|()| ExitCode::SUCCESS),
         "sendmail" => sendmail::run(&args),
         "postsuper" => postsuper::run(&args).map(|()| ExitCode::SUCCESS),
+        "qshape" => qshape::run(&args).map(|()| ExitCode::SUCCESS),
         "postqueue" | "mailq" => postqueue::run(&args, tool == "mailq").map(|()| ExitCode::SUCCESS),
         _ => Err(Fatal(format!("unknown tool {tool}"))),
     }
@@ -254,7 +263,8 @@ fn main() -> ExitCode {
                 | Command::Newaliases { .. }
                 | Command::Saslpasswd { .. }
                 | Command::Sendmail { .. }
-                | Command::Postsuper { .. },
+                | Command::Postsuper { .. }
+                | Command::Qshape { .. },
             ) => {
                 unreachable!("tools are dispatched before the daemon's command line")
             }

@@ -250,6 +250,26 @@ fn deferred_mail_goes_when_flushed() {
     let bp = sendmail(&dir, &["-bp"], "");
     assert_eq!(String::from_utf8_lossy(&bp.stdout), listing);
 
+    // qshape: one recipient at example.net, in the first age bucket.
+    let shape = Command::new(MTAD)
+        .args(["qshape", "-c", &dir.display().to_string(), "deferred"])
+        .output()
+        .unwrap();
+    let shape = String::from_utf8_lossy(&shape.stdout).into_owned();
+    let row = |name: &str| {
+        shape
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+    };
+    assert_eq!(row("TOTAL"), "TOTAL 1 1 0 0 0 0 0 0 0 0 0", "{shape}");
+    assert_eq!(
+        row("example.net"),
+        "example.net 1 1 0 0 0 0 0 0 0 0 0",
+        "{shape}"
+    );
+
     // The relay comes up; postqueue -f sends it now.
     let (_sink, _) = sink_at(&dir.join("sink"), &[], relay);
     let flush = Command::new(MTAD)
