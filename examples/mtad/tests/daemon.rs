@@ -684,3 +684,86 @@ fn every_accepted_message_survives_a_kill() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn smuggling_probes_deliver_nothing_extra() {
+    // SEC Consult's false ends of data, each followed by a smuggled
+    // transaction to erin: a client in mynetworks (it may relay) sends
+    // them all in one message. erin must get nothing; bob gets one
+    // message per probe, and none holds a second message's headers.
+    let (dir, smtp, _) = site("smuggling");
+    let _daemon = start(&dir, smtp);
+    let probes: [&[u8]; 8] = [
+        b"\n.\n",
+        b"\n.\r\n",
+        b"\r\n.\n",
+        b"\r.\r\n",
+        b"\r\n.\r",
+        b"\r\n.\r\r\n",
+        b"\r\r\n.\r\r\n",
+        b"\r\n\0.\r\n",
+    ];
+    for probe in probes {
+        let stream = TcpStream::connect(("127.0.0.1", smtp)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut reply = || {
+            let mut all = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return all;
+                }
+                all.push_str(&line);
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return all;
+                }
+            }
+        };
+        assert!(reply().starts_with("220"));
+        for cmd in [
+            "EHLO client.example.org",
+            "MAIL FROM:<carol@example.org>",
+            "RCPT TO:<bob@example.com>",
+            "DATA",
+        ] {
+            writer.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+            let r = reply();
+            assert!(r.starts_with('2') || r.starts_with('3'), "{cmd}: {r}");
+        }
+        let mut data = b"From: carol@example.org\r\nSubject: probe\r\n\r\nbefore".to_vec();
+        data.extend_from_slice(probe);
+        data.extend_from_slice(
+            b"MAIL FROM:<carol@example.org>\r\nRCPT TO:<erin@example.com>\r\nDATA\r\nFrom: forged@example.org\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n",
+        );
+        writer.write_all(&data).unwrap();
+        // What comes back is one reply to the whole DATA, or a refusal
+        // of the bare line ends; never a reply to a smuggled command.
+        let end = reply();
+        assert!(
+            end.starts_with("250 2.0.0 Ok: queued as ") || end.starts_with("5"),
+            "{probe:?}: {end}"
+        );
+        let _ = writer.write_all(b"QUIT\r\n");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let erin = dir.join("state/mail/example.com/erin/new");
+    assert_eq!(
+        std::fs::read_dir(&erin).map_or(0, |d| d.count()),
+        0,
+        "a smuggled message was delivered"
+    );
+    let bob = dir.join("state/mail/example.com/bob/new");
+    let accepted = std::fs::read_dir(&bob).map_or(0, |d| d.count());
+    assert!(accepted >= 1, "the probes' own messages are delivered");
+    for m in std::fs::read_dir(&bob).unwrap() {
+        let text = std::fs::read_to_string(m.unwrap().path()).unwrap();
+        let (headers, _) = text.split_once("\n\n").unwrap();
+        assert!(!headers.contains("forged@example.org"), "{text}");
+        assert_eq!(headers.matches("Subject:").count(), 1, "{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
