@@ -32,6 +32,53 @@ pub struct NoticeConfig {
     pub hostname: String,
     /// `bounce_size_limit`: how much of the original message is returned.
     pub bounce_size_limit: usize,
+    /// The postmaster copies `notify_classes` asks for.
+    pub postmaster: PostmasterCopies,
+}
+
+/// Who gets a copy of which notices (`notify_classes`): the class's
+/// recipient parameter's value, or `None` when the class is not listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostmasterCopies {
+    /// `bounce`: the headers of every bounced message, to
+    /// `bounce_notice_recipient`.
+    pub bounce: Option<String>,
+    /// `2bounce`: bounces that cannot be delivered (mail from `<>` that
+    /// bounces), whole, to `2bounce_notice_recipient`. Without it they are
+    /// dropped with a log line, Postfix's default.
+    pub double_bounce: Option<String>,
+    /// `delay`: the headers of delayed mail, to `delay_notice_recipient`.
+    pub delay: Option<String>,
+}
+
+impl PostmasterCopies {
+    /// The copies `classes` (`notify_classes`, lower-cased) names, sent to
+    /// `bounce`, `double_bounce` and `delay` (the three recipient
+    /// parameters).
+    pub fn from_classes(
+        classes: &[String],
+        bounce: &str,
+        double_bounce: &str,
+        delay: &str,
+    ) -> PostmasterCopies {
+        let has = |c: &str| classes.iter().any(|x| x.eq_ignore_ascii_case(c));
+        PostmasterCopies {
+            bounce: has("bounce").then(|| bounce.to_owned()),
+            double_bounce: has("2bounce").then(|| double_bounce.to_owned()),
+            delay: has("delay").then(|| delay.to_owned()),
+        }
+    }
+}
+
+/// Who a notice is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience<'a> {
+    /// The envelope sender.
+    Sender,
+    /// A postmaster copy to this address (`Postmaster Copy:` or
+    /// `Postmaster Warning:` in the subject, the headers only, or the
+    /// whole message for a double bounce).
+    Postmaster(&'a str),
 }
 
 /// A recipient that could not be delivered, and why.
@@ -162,7 +209,15 @@ pub fn non_delivery(
     bounced: &[BouncedRecipient],
     now: SystemTime,
 ) -> Vec<u8> {
-    notice(config, NoticeKind::Failure, id, file, bounced, now)
+    notice(
+        config,
+        NoticeKind::Failure,
+        Audience::Sender,
+        id,
+        file,
+        bounced,
+        now,
+    )
 }
 
 /// The notice of `kind` for message `id` (its queue file `file`) about
@@ -172,6 +227,7 @@ pub fn non_delivery(
 pub fn notice(
     config: &NoticeConfig,
     kind: NoticeKind,
+    audience: Audience<'_>,
     id: &str,
     file: &QueueFile,
     recipients: &[BouncedRecipient],
@@ -189,12 +245,21 @@ pub fn notice(
     line(&format!(
         "From: MAILER-DAEMON@{host} (Mail Delivery System)"
     ));
-    line(match kind {
-        NoticeKind::Failure => "Subject: Undelivered Mail Returned to Sender",
-        NoticeKind::Delay { .. } => "Subject: Delayed Mail (still being retried)",
-        NoticeKind::Success => "Subject: Successful Mail Delivery Report",
+    let postmaster = matches!(audience, Audience::Postmaster(_));
+    line(match (kind, postmaster) {
+        (NoticeKind::Failure, false) => "Subject: Undelivered Mail Returned to Sender",
+        (NoticeKind::Failure, true) => "Subject: Postmaster Copy: Undelivered Mail",
+        (NoticeKind::Delay { .. }, false) => "Subject: Delayed Mail (still being retried)",
+        (NoticeKind::Delay { .. }, true) => "Subject: Postmaster Warning: Delayed Mail",
+        (NoticeKind::Success, _) => "Subject: Successful Mail Delivery Report",
     });
-    line(&format!("To: {}", file.envelope.sender));
+    line(&format!(
+        "To: {}",
+        match audience {
+            Audience::Sender => file.envelope.sender.as_str(),
+            Audience::Postmaster(to) => to,
+        }
+    ));
     line("Auto-Submitted: auto-replied");
     line("MIME-Version: 1.0");
     line("Content-Type: multipart/report; report-type=delivery-status;");
@@ -309,8 +374,13 @@ pub fn notice(
         }
     }
     line("");
-    let headers_only =
-        kind != NoticeKind::Failure || file.envelope.attribute("ret") == Some("HDRS");
+    // The sender gets the message back unless RET=HDRS; a postmaster
+    // copy has only the headers, except for a double bounce (mail from
+    // <>, whose sender cannot be told), which is returned whole.
+    let double_bounce = postmaster && file.envelope.sender.is_empty();
+    let headers_only = kind != NoticeKind::Failure
+        || file.envelope.attribute("ret") == Some("HDRS")
+        || (postmaster && !double_bounce);
     line(&format!("--{b}"));
     let original: &[u8] = if headers_only {
         line(match kind {

@@ -1158,8 +1158,35 @@ impl Scheduler {
             NoticeKind::Delay { .. } => "delay",
             NoticeKind::Success => "delivery status",
         };
+        let Some((cleanup, notice)) = &self.notices else {
+            return false;
+        };
+        // notify_classes: the postmaster's copy first (for mail from <>,
+        // the 2bounce copy is all there is).
+        let copy_to = match kind {
+            NoticeKind::Failure if file.envelope.sender.is_empty() => {
+                notice.postmaster.double_bounce.as_deref()
+            }
+            NoticeKind::Failure => notice.postmaster.bounce.as_deref(),
+            NoticeKind::Delay { .. } => notice.postmaster.delay.as_deref(),
+            NoticeKind::Success => None,
+        };
+        if let Some(to) = copy_to {
+            let audience = crate::notice::Audience::Postmaster(to);
+            let message = crate::notice::notice(notice, kind, audience, id, file, recipients, now);
+            match crate::notice::submit(cleanup, to, &message, now).await {
+                Ok(new_id) => (self.log)(
+                    "bounce",
+                    &format!("{id}: postmaster {what} notification: {new_id}"),
+                ),
+                Err(e) => (self.log)(
+                    "bounce",
+                    &format!("warning: {id}: cannot queue the postmaster {what} notification: {e}"),
+                ),
+            }
+        }
         if file.envelope.sender.is_empty() {
-            if kind == NoticeKind::Failure {
+            if kind == NoticeKind::Failure && copy_to.is_none() {
                 (self.log)(
                     "bounce",
                     &format!("{id}: sender is <>: no non-delivery notice for a bounce"),
@@ -1167,10 +1194,8 @@ impl Scheduler {
             }
             return false;
         }
-        let Some((cleanup, notice)) = &self.notices else {
-            return false;
-        };
-        let message = crate::notice::notice(notice, kind, id, file, recipients, now);
+        let audience = crate::notice::Audience::Sender;
+        let message = crate::notice::notice(notice, kind, audience, id, file, recipients, now);
         match crate::notice::submit(cleanup, &file.envelope.sender, &message, now).await {
             Ok(new_id) => {
                 (self.log)(

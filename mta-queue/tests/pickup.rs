@@ -58,6 +58,7 @@ fn site(name: &str, header_checks: &str, undisclosed: &str) -> Site {
         notice: NoticeConfig {
             hostname: "mail.example.com".into(),
             bounce_size_limit: 50000,
+            postmaster: Default::default(),
         },
         content_filter: String::new(),
     };

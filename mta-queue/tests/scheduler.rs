@@ -96,6 +96,14 @@ fn site(name: &str, lifetime: Duration) -> Site {
 }
 
 fn site_with(name: &str, base: SchedulerConfig) -> Site {
+    site_full(name, base, Default::default())
+}
+
+fn site_full(
+    name: &str,
+    base: SchedulerConfig,
+    postmaster: mta_queue::notice::PostmasterCopies,
+) -> Site {
     let dir = std::env::temp_dir().join(format!("mta-sched-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -165,6 +173,7 @@ fn site_with(name: &str, base: SchedulerConfig) -> Site {
         NoticeConfig {
             hostname: "mail.example.com".into(),
             bounce_size_limit: 50_000,
+            postmaster,
         },
     );
     Site {
@@ -656,5 +665,59 @@ async fn defer_transports_wait_for_a_flush() {
     site.scheduler.run_once().await;
     assert_eq!(maildir_messages(&site), 1);
     assert_eq!(site.queue.find(&id), None);
+    std::fs::remove_dir_all(&site.dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_classes_send_the_postmaster_copies() {
+    let copies = mta_queue::notice::PostmasterCopies::from_classes(
+        &["bounce".to_owned(), "2bounce".to_owned()],
+        "postmaster@example.com",
+        "postmaster@example.com",
+        "postmaster@example.com",
+    );
+    let site = site_full("postmaster", SchedulerConfig::default(), copies);
+    // A bounce: the sender's notice and the postmaster's copy (headers).
+    site.enqueue(30, "bob@example.org", &["x@example.invalid"])
+        .await;
+    // A bounce of a bounce: only the postmaster hears of it, whole.
+    site.enqueue(31, "", &["y@example.invalid"]).await;
+    site.scheduler.run_once().await;
+    let lines = site.lines();
+    let sender = notice_text(&site, &lines, "non-delivery");
+    assert!(sender.contains("To: bob@example.org\r\n"), "{sender}");
+    let copies: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("postmaster non-delivery notification: "))
+        .map(|l| {
+            let id = l.rsplit(' ').next().unwrap();
+            let f = QueueFile::read(&site.queue.dir(QueueName::Incoming).join(id)).unwrap();
+            assert_eq!(f.envelope.recipients[0].address, "postmaster@example.com");
+            String::from_utf8(f.content).unwrap()
+        })
+        .collect();
+    assert_eq!(copies.len(), 2, "{lines:#?}");
+    for c in &copies {
+        assert!(
+            c.contains("Subject: Postmaster Copy: Undelivered Mail\r\n"),
+            "{c}"
+        );
+    }
+    let single = copies
+        .iter()
+        .find(|c| c.contains("X-Postfix-Sender: rfc822; bob@example.org"))
+        .unwrap();
+    assert!(
+        single.contains("Content-Type: text/rfc822-headers"),
+        "headers only: {single}"
+    );
+    let double = copies
+        .iter()
+        .find(|c| c.contains("X-Postfix-Sender: rfc822; \r\n"))
+        .unwrap();
+    assert!(
+        double.contains("Content-Type: message/rfc822\r\n"),
+        "the whole bounce: {double}"
+    );
     std::fs::remove_dir_all(&site.dir).unwrap();
 }

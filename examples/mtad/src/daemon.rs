@@ -681,6 +681,7 @@ fn pickup_for(
                     svc_config.integer("bounce_size_limit").map_err(fatal)?,
                 )
                 .unwrap_or(50000),
+                postmaster: crate::qmgr::postmaster_copies(&svc_config)?,
             },
             content_filter: svc_config.expanded("content_filter").map_err(fatal)?,
         },

@@ -92,6 +92,19 @@ fn tls_policy(
     Ok(Some(mta_delivery::smtp::TlsPolicy { maps, connectors }))
 }
 
+/// The postmaster copies of `notify_classes`, to their recipients.
+pub(crate) fn postmaster_copies(
+    config: &Config,
+) -> Result<mta_queue::notice::PostmasterCopies, Fatal> {
+    let text = |name: &str| config.expanded(name).map_err(fatal);
+    Ok(mta_queue::notice::PostmasterCopies::from_classes(
+        &config.list("notify_classes").map_err(fatal)?,
+        text("bounce_notice_recipient")?.trim(),
+        text("2bounce_notice_recipient")?.trim(),
+        text("delay_notice_recipient")?.trim(),
+    ))
+}
+
 fn fatal(what: impl std::fmt::Display) -> Fatal {
     Fatal(what.to_string())
 }
@@ -280,6 +293,7 @@ pub(crate) fn scheduler(
     let notices = NoticeConfig {
         hostname,
         bounce_size_limit: count(config.integer("bounce_size_limit").map_err(fatal)?),
+        postmaster: postmaster_copies(config)?,
     };
     let queue = cleanup.queue().clone();
     Ok(Scheduler::new(

@@ -34,7 +34,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("smtp_mime_header_checks", "header checks on the way out"),
     ("smtp_nested_header_checks", "header checks on the way out"),
     ("smtp_body_checks", "body checks on the way out"),
-    ("notify_classes", "postmaster notices of the chosen classes"),
 ];
 
 /// The refusals for `config` (main.cf, and each service's `-o`
@@ -74,6 +73,21 @@ pub(crate) fn refusals(
             "{}: smtpd_tls_fingerprint_digest = {}: not supported by mtad (only sha256 fingerprints); set it to sha256 (the default at compatibility_level 3.6)",
             config.location("smtpd_tls_fingerprint_digest"),
             digest.trim()
+        ));
+    }
+    // notify_classes: bounce, 2bounce and delay copies are sent; the
+    // defaults resource and software have nothing to report in mtad (it
+    // logs those problems); SMTP transcripts are not built.
+    let classes = config.list("notify_classes").unwrap_or_default();
+    let missing: Vec<&String> = classes
+        .iter()
+        .filter(|c| ["policy", "protocol", "data"].contains(&c.to_ascii_lowercase().as_str()))
+        .collect();
+    if !missing.is_empty() {
+        out.push(format!(
+            "{}: notify_classes: {}: not supported by mtad (postmaster transcripts of SMTP sessions); keep bounce, 2bounce, delay, resource, software",
+            config.location("notify_classes"),
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
     if let Some(master) = master {
