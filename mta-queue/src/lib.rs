@@ -22,10 +22,9 @@
 //!   [`defer_log`] (the reasons `mailq` shows).
 //! - [`listing`]: the queue listing of `postqueue -p` and `mailq`.
 //!
-//! Still to come (see the README's status): delay and success notices,
-//! the scheduler's slow start and dead-destination cache, and the
-//! administration operations behind `postsuper` and `qshape`. It does not
-//! deliver mail itself: agents in `mta-delivery` do.
+//! - [`admin`] (`postsuper`) and [`qshape`]: the queue tools.
+//!
+//! It does not deliver mail itself: agents in `mta-delivery` do.
 //!
 //! # Example
 //!

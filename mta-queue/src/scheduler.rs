@@ -41,14 +41,25 @@
 //! round; the two are taken in turn, so new mail is not starved by a
 //! large deferred queue nor the other way round.
 //!
+//! Each next hop has a concurrency window, as in Postfix's qmgr: it
+//! starts at `initial_destination_concurrency`, opens by one for each
+//! delivery that reaches the destination (up to the destination limit)
+//! and closes by one for each that reaches nothing; a failure at a
+//! window of one fails a cohort, and after
+//! `destination_concurrency_failed_cohort_limit` of them the destination
+//! is dead for `minimal_backoff_time`: its mail is deferred untried
+//! ("delivery temporarily suspended"). Alias and `.forward` expansions
+//! go back through cleanup; `delay_warning_time` warnings, `NOTIFY`
+//! success reports and `notify_classes` copies are sent
+//! ([`crate::notice`]); `defer_transports` wait for a [`Scheduler::flush`].
+//!
 //! # Not yet here
 //!
-//! Postfix's slow start and failed-cohort feedback (each destination runs
-//! at its full concurrency limit from the start), the dead-destination
-//! cache and `transport_retry_time`, `delay_warning_time` notices,
-//! success notices for `NOTIFY=SUCCESS`, `defer_transports`, the hold
-//! queue's release, flush on demand, and resubmission of alias and
-//! `.forward` expansions (an agent asking for it defers the recipient).
+//! `transport_retry_time` (a transport here never fails to start), the
+//! concurrency feedback's fractional forms
+//! (`default_destination_concurrency_positive_feedback = 1/concurrency`:
+//! mtad moves by one), and per-destination recipient limits' `_rate_delay`
+//! pacing.
 
 use std::collections::HashMap;
 use std::io;
@@ -154,6 +165,91 @@ pub struct Transport {
     pub recipient_limit: usize,
     /// How long one delivery may take (`<transport>_time_limit`).
     pub time_limit: Duration,
+    /// Deliveries at once to a next hop not yet proven to work
+    /// (`<transport>_initial_destination_concurrency`, Postfix's 5): each
+    /// delivery that reaches the destination opens one more, up to the
+    /// limit; each that cannot reach it closes one.
+    pub initial_concurrency: usize,
+    /// Failed deliveries in a row, at a concurrency of one, after which the
+    /// destination is dead (`<transport>_destination_concurrency_failed_cohort_limit`,
+    /// 1): its mail waits `minimal_backoff_time` without being tried.
+    pub failed_cohort_limit: usize,
+}
+
+/// One next hop's concurrency window and health (Postfix's qmgr queue).
+#[derive(Debug)]
+struct Destination {
+    /// Permits: the deliveries at once the window allows now.
+    permits: Arc<Semaphore>,
+    state: Mutex<DestinationState>,
+}
+
+#[derive(Debug)]
+struct DestinationState {
+    window: usize,
+    limit: usize,
+    failed_cohorts: usize,
+    cohort_limit: usize,
+    /// Dead until then, and why.
+    dead: Option<(tokio::time::Instant, String)>,
+}
+
+impl Destination {
+    fn new(initial: usize, limit: usize, cohort_limit: usize) -> Destination {
+        let window = initial.clamp(1, limit.max(1));
+        Destination {
+            permits: Arc::new(Semaphore::new(window)),
+            state: Mutex::new(DestinationState {
+                window,
+                limit: limit.max(1),
+                failed_cohorts: 0,
+                cohort_limit: cohort_limit.max(1),
+                dead: None,
+            }),
+        }
+    }
+
+    /// Why mail for it waits now, if it is dead.
+    fn dead(&self) -> Option<String> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &st.dead {
+            Some((until, why)) if tokio::time::Instant::now() < *until => Some(why.clone()),
+            Some(_) => {
+                st.dead = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A delivery reached the destination: one more at once.
+    fn positive(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.failed_cohorts = 0;
+        st.dead = None;
+        if st.window < st.limit {
+            st.window += 1;
+            self.permits.add_permits(1);
+        }
+    }
+
+    /// A delivery could not reach the destination: one fewer at once
+    /// (true: the caller forgets the permit it holds, which closes the
+    /// window by one even when every permit is in use); at one, count a
+    /// failed cohort, and after enough the destination is dead for
+    /// `pause`.
+    fn negative(&self, why: &str, pause: Duration) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.window > 1 {
+            st.window -= 1;
+            return true;
+        }
+        st.failed_cohorts += 1;
+        if st.failed_cohorts >= st.cohort_limit {
+            st.dead = Some((tokio::time::Instant::now() + pause, why.to_owned()));
+        }
+        false
+    }
 }
 
 impl std::fmt::Debug for Transport {
@@ -255,7 +351,7 @@ pub struct Scheduler {
     queue: Queue,
     router: Arc<dyn Router>,
     transports: HashMap<String, (Transport, Arc<Semaphore>)>,
-    destinations: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
+    destinations: Mutex<HashMap<(String, String), Arc<Destination>>>,
     config: SchedulerConfig,
     log: LogSink,
     clock: WallClock,
@@ -563,11 +659,17 @@ impl Scheduler {
         out
     }
 
-    fn destination(&self, transport: &str, nexthop: &str, limit: usize) -> Arc<Semaphore> {
+    fn destination(&self, transport: &str, nexthop: &str, t: &Transport) -> Arc<Destination> {
         let mut d = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(
             d.entry((transport.to_owned(), nexthop.to_ascii_lowercase()))
-                .or_insert_with(|| Arc::new(Semaphore::new(limit.max(1)))),
+                .or_insert_with(|| {
+                    Arc::new(Destination::new(
+                        t.initial_concurrency,
+                        t.destination_concurrency_limit,
+                        t.failed_cohort_limit,
+                    ))
+                }),
         )
     }
 
@@ -737,11 +839,25 @@ impl Scheduler {
                 }
                 continue;
             };
-            let destination = self.destination(
-                &transport_name,
-                &nexthop,
-                transport.destination_concurrency_limit,
-            );
+            let destination = self.destination(&transport_name, &nexthop, &transport);
+            // A dead destination: its mail waits without being tried, as
+            // Postfix's "delivery temporarily suspended".
+            if let Some(why) = destination.dead() {
+                let now = (self.clock)();
+                for (i, _) in rcpts {
+                    outcomes.push(Outcome {
+                        index: i,
+                        status: DeliveryStatus::Deferred(StatusDetail::new(
+                            EnhancedStatus::parse("4.4.1").expect("valid"),
+                            format!("delivery temporarily suspended: {why}"),
+                            Relay::None,
+                        )),
+                        delivered_at: now,
+                        delivery_time: Duration::ZERO,
+                    });
+                }
+                continue;
+            }
             for batch in rcpts.chunks(transport.recipient_limit.max(1)) {
                 let batch = batch.to_vec();
                 let request = DeliveryRequest::new(
@@ -754,11 +870,15 @@ impl Scheduler {
                 let agent = Arc::clone(&transport.agent);
                 let process_limit = Arc::clone(&process_limit);
                 let destination = Arc::clone(&destination);
+                let pause = self.config.minimal_backoff_time;
                 let clock = Arc::clone(&self.clock);
                 let transport_name = transport_name.clone();
                 deliveries.spawn(async move {
                     let _p = process_limit.acquire_owned().await.expect("never closed");
-                    let _d = destination.acquire_owned().await.expect("never closed");
+                    let window = Arc::clone(&destination.permits)
+                        .acquire_owned()
+                        .await
+                        .expect("never closed");
                     let started = tokio::time::Instant::now();
                     let offsets: Vec<u64> =
                         request.recipients.iter().map(|r| r.queue_offset).collect();
@@ -781,6 +901,25 @@ impl Scheduler {
                                 .collect(),
                         ),
                     };
+                    // Feedback: a delivery that reached the destination
+                    // (any recipient delivered, bounced, or answered by a
+                    // server) widens its window; one that reached nothing
+                    // narrows it, and may declare it dead.
+                    let reached = report.results.iter().any(|r| match &r.status {
+                        DeliveryStatus::Deferred(d) => !matches!(d.relay, Relay::None),
+                        _ => true,
+                    });
+                    if reached {
+                        destination.positive();
+                        drop(window);
+                    } else if let Some(DeliveryStatus::Deferred(d)) =
+                        report.results.first().map(|r| &r.status)
+                        && destination.negative(&d.text, pause)
+                    {
+                        window.forget();
+                    } else {
+                        drop(window);
+                    }
                     let took = started.elapsed();
                     let at = clock();
                     (transport_name, batch, report, took, at)

@@ -130,6 +130,8 @@ fn site_full(
         destination_concurrency_limit: 2,
         recipient_limit: 50,
         time_limit: Duration::from_secs(60),
+        initial_concurrency: 5,
+        failed_cohort_limit: 1,
     };
     let mut transports = HashMap::new();
     transports.insert(
@@ -719,5 +721,47 @@ async fn notify_classes_send_the_postmaster_copies() {
         double.contains("Content-Type: message/rfc822\r\n"),
         "the whole bounce: {double}"
     );
+    std::fs::remove_dir_all(&site.dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_destination_is_not_tried_again_at_once() {
+    let site = site("dead", Duration::from_secs(5 * 86400));
+    // The window starts at the transport's limit of two here: the first
+    // failure closes it to one, the second fails a cohort at one, and
+    // example.net is dead; the other three messages wait untried.
+    for n in 0..5 {
+        site.enqueue(40 + n, "bob@example.org", &["carol@example.net"])
+            .await;
+    }
+    site.scheduler.run_once().await;
+    assert_eq!(site.flaky.seen.lock().unwrap().len(), 2);
+    let lines = site.lines();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("delivery temporarily suspended"))
+            .count(),
+        3,
+        "{lines:#?}"
+    );
+    // The next message for it waits without a delivery attempt.
+    let id = site
+        .enqueue(50, "bob@example.org", &["dave@example.net"])
+        .await;
+    site.scheduler.run_once().await;
+    assert_eq!(site.flaky.seen.lock().unwrap().len(), 2, "not tried");
+    assert_eq!(site.queue.find(&id), Some(QueueName::Deferred));
+    let lines = site.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("to=<dave@example.net>")
+            && l.ends_with("status=deferred (delivery temporarily suspended: connect to mx.example.net[192.0.2.9]:25: Connection refused)")),
+        "{lines:#?}"
+    );
+    // Other destinations are not held back.
+    site.enqueue(51, "bob@example.org", &["alice@example.com"])
+        .await;
+    site.scheduler.run_once().await;
+    assert_eq!(maildir_messages(&site), 1);
     std::fs::remove_dir_all(&site.dir).unwrap();
 }

@@ -264,6 +264,18 @@ pub(crate) fn scheduler(
                     "default_destination_recipient_limit",
                 )?),
                 time_limit,
+                initial_concurrency: count(per_transport(
+                    &svc_config,
+                    name,
+                    "initial_destination_concurrency",
+                    "initial_destination_concurrency",
+                )?),
+                failed_cohort_limit: count(per_transport(
+                    &svc_config,
+                    name,
+                    "destination_concurrency_failed_cohort_limit",
+                    "default_destination_concurrency_failed_cohort_limit",
+                )?),
             },
         );
         master_log.info(&format!("service {name}: {program} delivery agent started"));

@@ -34,6 +34,22 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("smtp_mime_header_checks", "header checks on the way out"),
     ("smtp_nested_header_checks", "header checks on the way out"),
     ("smtp_body_checks", "body checks on the way out"),
+    (
+        "default_destination_rate_delay",
+        "pacing deliveries to a destination",
+    ),
+    (
+        "default_transport_rate_delay",
+        "pacing deliveries on a transport",
+    ),
+    (
+        "default_destination_concurrency_positive_feedback",
+        "other concurrency feedback than one per delivery",
+    ),
+    (
+        "default_destination_concurrency_negative_feedback",
+        "other concurrency feedback than one per delivery",
+    ),
 ];
 
 /// The refusals for `config` (main.cf, and each service's `-o`
