@@ -12,15 +12,16 @@
 //! | [`Operation::Delete`] | hold, incoming, active, deferred | (removed, with its logs) |
 //! | [`Operation::Hold`] | incoming, active, deferred | hold |
 //! | [`Operation::Release`] | hold | deferred, due at once |
+//! | [`Operation::Requeue`] | hold, incoming, active, deferred | maildrop, for cleanup again |
 //!
 //! Every move and removal is synced, so that an operation a user was told
 //! succeeded survives a crash.
 //!
 //! # What it does not do
 //!
-//! It does not requeue through cleanup (`postsuper -r`), purge temporary
-//! files (`-p`: the queue keeps none; recovery at start handles half
-//! files) or check the queue's structure (`-s`: done at every start).
+//! It does not purge temporary files (`-p`: the queue keeps none;
+//! recovery at start handles half files) or check the queue's structure
+//! (`-s`: done at every start).
 //! A message that the queue manager is delivering while it is moved ends
 //! up in its new queue after the delivery; recipients delivered in that
 //! attempt may be delivered again after a release (at least once, never
@@ -54,13 +55,17 @@ pub enum Operation {
     Hold,
     /// `postsuper -H`: move it from `hold` to `deferred`, due now.
     Release,
+    /// `postsuper -r`: put it back into `maildrop` for pickup to take
+    /// through cleanup again ([`crate::pickup::requeue`]), after a fix
+    /// to the tables, say.
+    Requeue,
 }
 
 impl Operation {
     /// The queues it looks in when none are named.
     pub fn default_queues(self) -> &'static [QueueName] {
         match self {
-            Operation::Delete => &[
+            Operation::Delete | Operation::Requeue => &[
                 QueueName::Hold,
                 QueueName::Incoming,
                 QueueName::Active,
@@ -78,6 +83,7 @@ impl Operation {
             Operation::Delete => "Deleted",
             Operation::Hold => "Placed on hold",
             Operation::Release => "Released from hold",
+            Operation::Requeue => "Requeued",
         }
     }
 
@@ -88,6 +94,7 @@ impl Operation {
             Operation::Delete => "removed",
             Operation::Hold => "placed on hold",
             Operation::Release => "released from hold",
+            Operation::Requeue => "requeued",
         }
     }
 }
@@ -130,7 +137,7 @@ pub fn apply(
         // A message released or held into a queue also being searched
         // is not handled twice.
         let target = match operation {
-            Operation::Delete => None,
+            Operation::Delete | Operation::Requeue => None,
             Operation::Hold => Some(QueueName::Hold),
             Operation::Release => Some(QueueName::Deferred),
         };
@@ -147,6 +154,12 @@ pub fn apply(
                 continue;
             }
             match target {
+                None if operation == Operation::Requeue => {
+                    let file = crate::file::QueueFile::read(&queue.dir(from).join(id))
+                        .map_err(io::Error::other)?;
+                    crate::pickup::requeue(queue, &file, std::time::SystemTime::now())?;
+                    queue.remove(id, from)?;
+                }
                 None => queue.remove(id, from)?,
                 Some(to) => {
                     queue.move_to(id, from, to)?;

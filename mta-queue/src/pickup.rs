@@ -192,6 +192,83 @@ pub fn drop_message(
     }
 }
 
+/// The attribute of a requeued message (`postsuper -r`).
+const REQUEUED: &str = "requeued";
+
+/// Puts queued message `file` back into `maildrop/` for pickup to take
+/// through cleanup again (`postsuper -r`), with its sender, attributes
+/// and content, and its pending recipients as originally given (so that
+/// virtual aliases are expanded anew); recipients already done are left
+/// out. Returns the maildrop file's name. The caller removes the old
+/// file once this returns.
+///
+/// # Errors
+///
+/// Writing the maildrop file.
+pub fn requeue(
+    queue: &crate::store::Queue,
+    file: &QueueFile,
+    now: SystemTime,
+) -> io::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut attributes: Vec<(String, String)> = file
+        .envelope
+        .attributes
+        .iter()
+        .filter(|(n, _)| n != REQUEUED)
+        .cloned()
+        .collect();
+    attributes.push((REQUEUED.to_owned(), "yes".to_owned()));
+    let envelope = Envelope {
+        arrival: file.envelope.arrival,
+        sender: file.envelope.sender.clone(),
+        attributes,
+        recipients: file
+            .envelope
+            .recipients
+            .iter()
+            .filter(|r| !r.done)
+            .map(|r| Recipient {
+                address: r.original.clone(),
+                done: false,
+                offset: 0,
+                ..r.clone()
+            })
+            .collect(),
+    };
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let dir = queue.dir(QueueName::Maildrop);
+    let mut ids = mta_core::queue_id::QueueIdGenerator::new();
+    let mut attempt = 0u64;
+    let (name, mut writer) = loop {
+        let name = ids
+            .next(since, (u64::from(std::process::id()) << 8) + attempt)
+            .as_str()
+            .to_owned();
+        match QueueFileWriter::create(&dir.join(&name), &envelope) {
+            Ok(w) => break (name, w),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let path = dir.join(&name);
+    let written = (|| {
+        writer.write_content(&file.content)?;
+        let f = writer.finish()?;
+        f.sync_all()?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+        f.sync_all()?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    match written {
+        Ok(()) => Ok(name),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
 /// Control characters out, for a value that goes into one header line.
 fn one_line(s: &str) -> String {
     s.chars()
@@ -379,6 +456,55 @@ pub fn extracted_recipients(content: &[u8], token_limit: usize) -> Vec<String> {
 }
 
 impl Pickup {
+    /// A message `postsuper -r` put back: through cleanup again as it
+    /// was (no `Received:` of ours, no header fixes), its recipients
+    /// expanded anew.
+    async fn requeued(&self, file: &QueueFile, uid: u32) -> Result<Picked, PickupError> {
+        let env = &file.envelope;
+        let attributes: Vec<(String, String)> = env
+            .attributes
+            .iter()
+            .filter(|(n, _)| n != REQUEUED)
+            .cloned()
+            .collect();
+        let submission = Submission {
+            arrival: env.arrival,
+            sender: env.sender.clone(),
+            recipients: env.recipients.clone(),
+            attributes,
+            context: MessageContext {
+                queue_id: None,
+                client: "local".into(),
+                sender: Some(env.sender.clone()),
+                recipient: env.recipients.last().map(|r| r.address.clone()),
+                protocol: None,
+                helo: None,
+            },
+            prepend: Vec::new(),
+            internal: false,
+            no_address_mappings: false,
+            no_header_body_checks: false,
+            hold: false,
+            discard: false,
+            rewrite_headers: false,
+        };
+        let temporary = |e: &dyn std::fmt::Display| PickupError::Temporary(e.to_string());
+        let mut m = self.cleanup.begin(submission).map_err(|e| temporary(&e))?;
+        let id = m.id().as_str().to_owned();
+        m.write(&file.content);
+        match m.finish() {
+            Ok(queued) => {
+                queued.commit.await.map_err(|e| temporary(&e))?;
+                Ok(Picked::Queued {
+                    id,
+                    uid,
+                    sender: env.sender.clone(),
+                })
+            }
+            Err(e) => Err(temporary(&e)),
+        }
+    }
+
     /// A pickup queuing through `cleanup`.
     pub fn new(cleanup: Arc<Cleanup>, config: PickupConfig) -> Pickup {
         Pickup { cleanup, config }
@@ -488,6 +614,9 @@ impl Pickup {
     }
 
     async fn queue_it(&self, file: &QueueFile, uid: u32) -> Result<Picked, PickupError> {
+        if file.envelope.attribute(REQUEUED) == Some("yes") {
+            return self.requeued(file, uid).await;
+        }
         let env = &file.envelope;
         let content = &file.content;
         let sender = self

@@ -2,9 +2,10 @@
 //! `-d ID` deletes, `-h ID` puts on hold, `-H ID` releases from hold; `ID`
 //! may be `ALL`, or `-` to read IDs from standard input; trailing
 //! arguments name the queues (`hold`, `incoming`, `active`, `deferred`).
-//! A release also asks the running daemon to deliver the message now.
-//! `-r` (requeue through cleanup) and `-p` are refused with a message;
-//! `-s` is accepted and does nothing, since every start checks the queue.
+//! `-r ID` requeues through cleanup (pickup takes it again). A release
+//! also asks the running daemon to deliver the message now. `-p` and
+//! `-s` are accepted and do nothing, since mtad keeps no temporary files
+//! and every start checks the queue.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), Fatal> {
     let mut dir = None;
     let mut ops: Vec<(Operation, String)> = Vec::new();
     let mut queues = Vec::new();
+    let mut purge = false;
     let mut rest = args.iter().skip(1);
     while let Some(a) = rest.next() {
         let op = match a.as_str() {
@@ -43,10 +45,16 @@ pub(crate) fn run(args: &[String]) -> Result<(), Fatal> {
             "-d" => Operation::Delete,
             "-h" => Operation::Hold,
             "-H" => Operation::Release,
-            "-r" | "-p" => {
-                return Err(Fatal(format!(
-                    "{a}: not supported by mtad (requeueing through cleanup and temporary-file purging are not built; at start mtad recovers the queue)"
-                )));
+            "-r" => Operation::Requeue,
+            "-p" => {
+                // Nothing to purge: queue files become visible only when
+                // complete, and each start recovers half-written ones.
+                eprintln!(
+                    "{}: -p: mtad keeps no temporary files; each start of the daemon recovers the queue",
+                    crate::program()
+                );
+                purge = true;
+                continue;
             }
             other if other.starts_with('-') => {
                 return Err(Fatal(format!("{USAGE}: unknown option {other}")));
@@ -65,6 +73,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), Fatal> {
             .ok_or_else(|| Fatal(format!("{a} needs a queue ID; {USAGE}")))?;
         ops.push((op, id.clone()));
     }
+    if ops.is_empty() && purge {
+        return Ok(());
+    }
     if ops.is_empty() {
         return Err(Fatal(USAGE.into()));
     }
@@ -75,6 +86,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), Fatal> {
         .map_err(|e| Fatal(e.to_string()))?;
     let queue = Queue::open(&root).map_err(|e| Fatal(format!("{root}: {e}")))?;
     let mut stdin_ids: Option<Vec<String>> = None;
+    let _ = purge;
     for (op, id) in ops {
         let selection = match id.as_str() {
             "ALL" => Selection::All,
@@ -101,6 +113,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), Fatal> {
         }
         if op == Operation::Release {
             poke(Path::new(&root), &done);
+        }
+        if op == Operation::Requeue && !done.is_empty() {
+            let _ = crate::control::poke_pickup(Path::new(&root));
         }
         if !done.is_empty() {
             let n = done.len();

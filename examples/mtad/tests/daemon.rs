@@ -482,6 +482,34 @@ fn held_mail_waits_until_the_postmaster_releases_it() {
         "Subject: more news\nPrecedence: bulk\n\nnews\n",
     );
     assert!(r.starts_with("250"), "{r}");
+    // Requeued, it goes through cleanup again, and the rule holds it
+    // again under a new queue ID.
+    let old = mailq()
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .next()
+                .filter(|w| w.ends_with('!'))
+                .map(|w| w.trim_end_matches('!').to_owned())
+        })
+        .expect("a held message");
+    let out = Command::new(MTAD)
+        .args(["postsuper", "-c", &c, "-r", &old])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("postsuper: Requeued: 1 message"),
+        "{out:?}"
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listing = mailq();
+        if !listing.contains(&old) && listing.contains("!") {
+            break;
+        }
+        assert!(Instant::now() < until, "{listing}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = Command::new(MTAD)
         .args(["postsuper", "-c", &c, "-d", "ALL", "hold"])
         .output()
