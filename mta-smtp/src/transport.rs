@@ -202,7 +202,22 @@ pub struct TransportConfig {
     tls: Option<Arc<rustls::ServerConfig>>,
     wrapper_mode: bool,
     tls_handshake_timeout: Duration,
+    trace: Option<Trace>,
 }
+
+/// A [`TraceSelector`] that a derived `Debug` can show.
+#[derive(Clone)]
+struct Trace(TraceSelector);
+
+impl fmt::Debug for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Trace")
+    }
+}
+
+/// Which clients' sessions are traced (Postfix's `debug_peer_list`, or
+/// every client for a service with `-v`).
+pub type TraceSelector = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 
 impl TransportConfig {
     /// A port with these session settings, TLS settings and mode.
@@ -232,7 +247,18 @@ impl TransportConfig {
             tls,
             wrapper_mode,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            trace: None,
         })
+    }
+
+    /// Logs the protocol of the sessions of clients `select` picks, as
+    /// Postfix logs a `debug_peer_list` peer: each command line the
+    /// client sends (`< host[addr]: EHLO ...`; message content is not
+    /// logged) and each reply line (`> host[addr]: 250 ...`), through
+    /// `tracing` at info level.
+    pub fn with_trace(mut self, select: TraceSelector) -> TransportConfig {
+        self.trace = Some(Trace(select));
+        self
     }
 
     /// Sets `smtpd_starttls_timeout`: how long a TLS handshake may take.
@@ -365,7 +391,13 @@ pub async fn serve_connection<H: SessionHandler>(
         drain_deadline: None,
         start_tls: false,
         stage: "CONNECT",
+        trace: None,
     };
+    if let Some(Trace(select)) = &conn.config.trace
+        && select(conn.info.peer.ip())
+    {
+        conn.trace = Some(client.clone());
+    }
     if let Err(e) = conn.run().await {
         tracing::info!("{e} after {} from {client}", conn.stage);
     }
@@ -416,6 +448,8 @@ struct Connection<H> {
     out: Vec<u8>,
     /// Message content is being received (DATA accepted, or BDAT started).
     in_data: bool,
+    /// The client's name for the protocol trace, when it is traced.
+    trace: Option<String>,
     /// Recipients accepted in the current transaction, for LMTP's
     /// per-recipient replies.
     recipients: usize,
@@ -532,6 +566,15 @@ impl<H: SessionHandler> Connection<H> {
         if n == 0 {
             self.session_mut().handle_eof(Instant::now());
             return;
+        }
+        if let (Some(client), false) = (&self.trace, self.in_data) {
+            for line in self.read_buf[..n].split(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(line);
+                let line = line.trim_end_matches('\r');
+                if !line.is_empty() {
+                    tracing::info!("< {client}: {}", printable(line));
+                }
+            }
         }
         let session = self.session.as_mut().expect("session created");
         session.handle_input(&self.read_buf[..n], Instant::now());
@@ -654,6 +697,11 @@ impl<H: SessionHandler> Connection<H> {
         }
         self.out.clear();
         session.poll_transmit(&mut self.out);
+        if let Some(client) = &self.trace {
+            for line in String::from_utf8_lossy(&self.out).lines() {
+                tracing::info!("> {client}: {}", printable(line));
+            }
+        }
         let timeout = self.config.session.timeout;
         write_all(&mut self.io, &self.out, timeout).await?;
         if self.out.capacity() > INITIAL_READ_BUFFER {
@@ -802,6 +850,15 @@ fn tls_info(conn: &rustls::ServerConnection) -> TlsInfo {
             .and_then(|c| c.first())
             .map(|c| fingerprint_sha256(c.as_ref())),
     }
+}
+
+/// `text` for a log line: control characters shown as `?`, and at most
+/// 500 characters, so that a client cannot forge or flood log lines.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(500)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Says `reply` to a connection that will not get a session, and closes

@@ -517,7 +517,28 @@ async fn build(
                 service.name()
             )));
         }
-        let transport = TransportConfig::new(session, tls, wrapper).map_err(fatal)?;
+        let mut transport = TransportConfig::new(session, tls, wrapper).map_err(fatal)?;
+        // -v in master.cf traces every session of the service;
+        // debug_peer_list those of the clients it names.
+        if service.command().verbosity() > 0 {
+            transport = transport.with_trace(Arc::new(|_| true));
+        } else {
+            let peers = svc_config.list("debug_peer_list").map_err(fatal)?;
+            if !peers.is_empty() {
+                let (nets, ignored) = peer_networks(&peers);
+                for entry in ignored {
+                    log.warning(&format!(
+                        "debug_peer_list: {entry}: only addresses and networks are matched; ignored"
+                    ));
+                }
+                if !nets.is_empty() {
+                    transport = transport.with_trace(Arc::new(move |ip| {
+                        nets.iter()
+                            .any(|(net, prefix)| in_network(ip, *net, *prefix))
+                    }));
+                }
+            }
+        }
         let default_limit = config.integer("default_process_limit").map_err(fatal)?;
         let limits = ConnectionLimits {
             max_connections: service
@@ -627,6 +648,44 @@ fn not_started(program: &str) -> &'static str {
         "spawn" => "not started: spawn(8) is not built (policy services run on their own)",
         _ => "not started: mtad has no such program",
     }
+}
+
+/// The addresses and networks of `debug_peer_list` (`192.0.2.1`,
+/// `192.0.2.0/24`, `[2001:db8::]/32`), and the entries that are neither.
+fn peer_networks(entries: &[String]) -> (Vec<(std::net::IpAddr, u8)>, Vec<String>) {
+    let mut nets = Vec::new();
+    let mut ignored = Vec::new();
+    for e in entries {
+        let (addr, prefix) = match e.split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().ok()),
+            None => (e.as_str(), None),
+        };
+        let addr = addr.trim_start_matches('[').trim_end_matches(']');
+        match addr.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                nets.push((ip, prefix.unwrap_or(max).min(max)));
+            }
+            Err(_) => ignored.push(e.clone()),
+        }
+    }
+    (nets, ignored)
+}
+
+/// Whether `ip` is in `net`/`prefix`.
+fn in_network(ip: std::net::IpAddr, net: std::net::IpAddr, prefix: u8) -> bool {
+    let (a, b, bits) = match (ip, net) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+            (u128::from(u32::from(a)), u128::from(u32::from(b)), 32u32)
+        }
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return false,
+    };
+    let shift = bits - u32::from(prefix).min(bits);
+    if shift >= 128 {
+        return true;
+    }
+    (a >> shift) == (b >> shift)
 }
 
 fn lower_list(config: &Config, name: &str) -> Result<Vec<String>, Fatal> {
@@ -869,6 +928,26 @@ fn password_table(table: Arc<mta_maps::list::MapList>) -> mta_smtp::sasl::Passwo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_peer_networks() {
+        let (nets, ignored) = peer_networks(
+            &[
+                "127.0.0.1",
+                "192.0.2.0/24",
+                "[2001:db8::]/32",
+                "client.example.org",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(ignored, ["client.example.org"]);
+        let hit = |ip: &str| {
+            let ip = ip.parse().unwrap();
+            nets.iter().any(|(n, p)| in_network(ip, *n, *p))
+        };
+        assert!(hit("127.0.0.1") && hit("192.0.2.77") && hit("2001:db8::25"));
+        assert!(!hit("127.0.0.2") && !hit("192.0.3.1") && !hit("2001:db9::1"));
+    }
 
     #[test]
     fn sasl_security_options_filter_the_mechanisms() {

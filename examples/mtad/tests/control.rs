@@ -217,7 +217,7 @@ fn the_log_goes_where_maillog_file_says() {
     std::fs::write(
         dir.join("main.cf"),
         format!(
-            "{main_cf}maillog_file = {}\nmaillog_file_prefixes = {}\n",
+            "{main_cf}maillog_file = {}\nmaillog_file_prefixes = {}\ndebug_peer_list = 127.0.0.1\n",
             logfile.display(),
             dir.display()
         ),
@@ -242,6 +242,10 @@ fn the_log_goes_where_maillog_file_says() {
             && log.contains("]: daemon started -- configuration")
             && log.contains("postfix/smtpd[")
             && log.contains("NOQUEUE: reject: RCPT from ")
+            // debug_peer_list: this client's protocol, both ways.
+            && log.contains("]: < unknown[127.0.0.1]: EHLO client.example.org")
+            && log.contains("]: > unknown[127.0.0.1]: 250-")
+            && log.contains("]: < unknown[127.0.0.1]: RCPT TO:<nobody-here@example.com>")
         {
             break;
         }
