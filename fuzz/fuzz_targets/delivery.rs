@@ -63,7 +63,11 @@ fuzz_target!(|data: &[u8]| {
         content: data.to_vec(),
     };
     let detail = StatusDetail::new(EnhancedStatus::BAD_MAILBOX, text.lines().next().unwrap_or(""), Relay::None);
-    let config = NoticeConfig { hostname: "mail.example.com".into(), bounce_size_limit: 100 };
+    let config = NoticeConfig {
+        hostname: "mail.example.com".into(),
+        bounce_size_limit: 100,
+        postmaster: Default::default(),
+    };
     let notice = non_delivery(&config, "ID", &file, &[BouncedRecipient::new(&rcpt, detail)], UNIX_EPOCH);
     assert!(notice.ends_with(b"--\r\n"));
 });
