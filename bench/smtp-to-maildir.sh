@@ -6,7 +6,8 @@
 # 127.0.0.1:2600) and mtad on a copy of the same main.cf and Debian's
 # stock master.cf (127.0.0.1:2601), alternating in one run. Both fsync
 # the queue file before 250 and the maildir file before counting it
-# delivered.
+# delivered. Each round also measures the accept latency (end of DATA to
+# 250, one session, bench/smtp-latency.py) of each, p50 and p99.
 # usage: bench/smtp-to-maildir.sh [ROUNDS]   (env N S L as the shared script;
 #        needs root and Debian's postfix; builds mtad --release)
 set -e
@@ -49,6 +50,10 @@ while [ "$r" -le "$ROUNDS" ]; do
   sh "$SHARED/smtp-throughput.sh" 127.0.0.1:2600 /var/mail/vhosts/example.com/alice
   printf 'round %s mtad:    ' "$r"
   sh "$SHARED/smtp-throughput.sh" 127.0.0.1:2601 "$W/mail/example.com/alice"
+  printf 'round %s postfix: ' "$r"
+  python3 bench/smtp-latency.py 127.0.0.1:2600
+  printf 'round %s mtad:    ' "$r"
+  python3 bench/smtp-latency.py 127.0.0.1:2601
   r=$((r + 1))
 done
 grep -c "status=sent" "$W/mtad.log" | sed 's/^/mtad deliveries logged: /'

@@ -105,6 +105,27 @@ pub(crate) fn postmaster_copies(
     ))
 }
 
+/// A transport that could not be built: every delivery is deferred with
+/// the reason, so no mail is lost while the configuration is fixed.
+struct Unavailable(String);
+
+impl DeliveryAgent for Unavailable {
+    fn deliver(
+        &self,
+        request: mta_core::delivery::DeliveryRequest,
+    ) -> mta_core::delivery::DeliveryFuture<'_> {
+        let status =
+            mta_core::delivery::DeliveryStatus::Deferred(mta_core::delivery::StatusDetail::new(
+                mta_core::reply::EnhancedStatus::parse("4.3.0").expect("a valid status"),
+                self.0.clone(),
+                mta_core::delivery::Relay::None,
+            ));
+        Box::pin(async move {
+            mta_core::delivery::DeliveryReport::uniform(&request.recipients, &status)
+        })
+    }
+}
+
 fn fatal(what: impl std::fmt::Display) -> Fatal {
     Fatal(what.to_string())
 }
@@ -162,15 +183,26 @@ pub(crate) fn scheduler(
                 Arc::new(VirtualAgent::new(vc, Arc::clone(&clock), name))
             }
             "local" => {
-                let local = LocalConfig::from_config(&svc_config, registry, name).map_err(fatal)?;
-                // mailbox_transport and fallback_transport name other
-                // services, known once all are built.
-                let others = Arc::clone(&agents);
-                Arc::new(
-                    LocalAgent::new(local, Arc::clone(&clock)).with_transports(Arc::new(
-                        move |name: &str| others.get()?.get(name).cloned(),
-                    )),
-                )
+                match LocalConfig::from_config(&svc_config, registry, name) {
+                    Ok(local) => {
+                        // mailbox_transport and fallback_transport name other
+                        // services, known once all are built.
+                        let others = Arc::clone(&agents);
+                        Arc::new(LocalAgent::new(local, Arc::clone(&clock)).with_transports(
+                            Arc::new(move |name: &str| others.get()?.get(name).cloned()),
+                        ))
+                    }
+                    // As Postfix's local(8) with an alias database missing
+                    // (Debian's default alias_maps before newaliases): the
+                    // system runs, local mail waits and says why.
+                    Err(e) => {
+                        master_log.warning(&format!(
+                        "{master_path}, line {}: service {name}: {e}; its mail is deferred until this is fixed",
+                        service.line()
+                    ));
+                        Arc::new(Unavailable(format!("local delivery is unavailable: {e}")))
+                    }
+                }
             }
             "smtp" | "lmtp" => {
                 let lmtp = program == "lmtp";
