@@ -998,6 +998,29 @@ impl SmtpAgent {
                     let final_server = i + 1 == count
                         || (self.config.mx_session_limit > 0
                             && sessions >= self.config.mx_session_limit);
+                    // A server that greets with our own name is this
+                    // system (a loop through a name or a NAT): Postfix's
+                    // "mail for X loops back to myself", not for LMTP.
+                    if !self.config.lmtp
+                        && let Some(name) = greeting_name(&connection)
+                        && name.eq_ignore_ascii_case(&connector.session_config().helo_name)
+                    {
+                        if let Some(log) = &self.log {
+                            log(&format!(
+                                "warning: host {} greeted me with my own hostname {name}",
+                                connection.peer_name()
+                            ));
+                        }
+                        connection.quit().await;
+                        let detail = StatusDetail::new(
+                            EnhancedStatus::parse("5.4.6").expect("valid"),
+                            format!("mail for {} loops back to myself", request.nexthop),
+                            server.relay(),
+                        );
+                        let status = DeliveryStatus::Bounced(detail);
+                        results.extend(pending.iter().map(|r| r.result(status.clone())));
+                        return;
+                    }
                     if let Err(detail) =
                         self.login(&mut connection, &request.nexthop, &server).await
                     {
@@ -1183,6 +1206,14 @@ fn parse_nexthop(nexthop: &str, lmtp: bool) -> Result<NextHop, RouteFailure> {
 }
 
 /// The SMTP transaction for `recipients` of `request`.
+/// The host name a server's `220` greeting starts with.
+fn greeting_name(connection: &Connection) -> Option<String> {
+    let greeting = connection.greeting()?;
+    let first = greeting.lines().first()?;
+    let name = first.split_whitespace().next()?;
+    Some(name.to_owned())
+}
+
 fn transaction(request: &DeliveryRequest, recipients: &[&Recipient]) -> Transaction {
     let envelope = &request.envelope;
     let addresses: Vec<MailAddress> = recipients.iter().map(|r| r.address.clone()).collect();

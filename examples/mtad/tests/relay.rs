@@ -174,3 +174,62 @@ fn the_sender_chooses_the_relay_host() {
         assert_eq!(std::fs::read_dir(dir.join(d)).unwrap().count(), 1, "{d}");
     }
 }
+
+#[test]
+fn a_server_that_greets_with_our_name_is_a_loop() {
+    if !Path::new(SINK).exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("smtp-sink is not installed: CI must install postfix");
+        }
+        eprintln!("skipped: smtp-sink is not installed");
+        return;
+    }
+    let smtp = free_port();
+    let dir = common::compiled_site("greeting-loop", |master| {
+        master
+            .replace("127.0.0.1:2525 ", &format!("127.0.0.1:{smtp} "))
+            .replace("127.0.0.1:5870 ", &format!("127.0.0.1:{} ", free_port()))
+    });
+    // The next hop calls itself mail.example.com: this site's name.
+    let (_sink, port) = sink(&dir.join("sink"), &["-h", "mail.example.com"]);
+    let mut main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
+    main_cf.push_str(&format!(
+        "transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{port} }}\n"
+    ));
+    std::fs::write(dir.join("main.cf"), main_cf).unwrap();
+    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
+    let _daemon = Running(
+        Command::new(MTAD)
+            .args(["-c", &dir.display().to_string()])
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(smtp, "mtad");
+    let r = send(
+        smtp,
+        "alice@example.org",
+        "dave@example.net",
+        "Subject: loop\n\nhi\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(dir.join("mtad.log")).unwrap();
+        if text.contains("to=<dave@example.net>") && text.contains("status=bounced") {
+            assert!(
+                text.contains("dsn=5.4.6, status=bounced (mail for [127.0.0.1]:"),
+                "{text}"
+            );
+            assert!(text.contains("loops back to myself)"), "{text}");
+            assert!(
+                text.contains("greeted me with my own hostname mail.example.com"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < until, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_dir(dir.join("sink")).unwrap().count(), 0);
+}
