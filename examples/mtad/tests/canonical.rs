@@ -4,12 +4,8 @@
 //! is not in `local_header_rewrite_clients` keeps its headers as sent,
 //! as Postfix's cleanup does.
 
-use std::process::{Command, Stdio};
-
 mod common;
-use common::{Running, free_port, send, wait_for_files, wait_for_port};
-
-const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
+use common::{Running, free_port, send, wait_for_files};
 
 fn site(name: &str, extra: &str) -> (std::path::PathBuf, u16, Running) {
     let smtp = free_port();
@@ -20,15 +16,7 @@ fn site(name: &str, extra: &str) -> (std::path::PathBuf, u16, Running) {
     });
     let main_cf = std::fs::read_to_string(dir.join("main.cf")).unwrap();
     std::fs::write(dir.join("main.cf"), format!("{main_cf}{extra}")).unwrap();
-    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
-    let daemon = Running(
-        Command::new(MTAD)
-            .args(["-c", &dir.display().to_string()])
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(smtp, "mtad");
+    let daemon = common::start_mtad(&dir, smtp);
     (dir, smtp, daemon)
 }
 

@@ -77,18 +77,6 @@ impl Session {
     }
 }
 
-fn wait_for_log(dir: &Path, what: &str) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap_or_default();
-        if log.contains(what) {
-            return;
-        }
-        assert!(Instant::now() < until, "no {what:?} in the log:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn status_reload_and_stop() {
     let smtp = free_port();
@@ -154,7 +142,7 @@ fn status_reload_and_stop() {
     let reload = mtad(&dir, "reload");
     assert!(reload.status.success(), "{reload:?}");
     assert!(stderr(&reload).contains("refreshing the mail system"));
-    wait_for_log(&dir, "reloaded: ");
+    common::wait_for_log(&dir, "reloaded: ");
     // A new session sees the new table...
     let mut fresh = Session::open(smtp);
     let after = fresh.try_rcpt("grace@example.com");
@@ -172,7 +160,7 @@ fn status_reload_and_stop() {
     )
     .unwrap();
     assert!(mtad(&dir, "reload").status.success());
-    wait_for_log(&dir, "the running configuration stays in force");
+    common::wait_for_log(&dir, "the running configuration stays in force");
     let mut third = Session::open(smtp);
     assert!(third.try_rcpt("grace@example.com").starts_with("250"));
     drop((open, fresh, third));

@@ -71,15 +71,7 @@ fn mail_goes_through_the_filter_once_and_aliases_expand_after_it() {
             .unwrap(),
     );
     wait_for_port(filter, "the filter");
-    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
-    let _daemon = Running(
-        Command::new(MTAD)
-            .args(["-c", &dir.display().to_string()])
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(smtp, "mtad");
+    let _daemon = common::start_mtad(&dir, smtp);
     wait_for_port(reinject, "mtad's re-injection service");
 
     let r = send(
@@ -170,15 +162,7 @@ fn access_table_actions_filter_and_hold_single_messages() {
             .unwrap(),
     );
     wait_for_port(filter, "the filter");
-    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
-    let _daemon = Running(
-        Command::new(MTAD)
-            .args(["-c", &dir.display().to_string()])
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(smtp, "mtad");
+    let _daemon = common::start_mtad(&dir, smtp);
     for from in ["carol@example.org", "alice@example.org"] {
         let r = send(
             smtp,
@@ -271,15 +255,7 @@ fn a_pipe_filter_gives_mail_back_through_sendmail() {
         master.contains("-o content_filter=filter:dummy"),
         "{master}"
     );
-    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
-    let _daemon = Running(
-        Command::new(MTAD)
-            .args(["-c", &dir.display().to_string()])
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(smtp, "mtad");
+    let _daemon = common::start_mtad(&dir, smtp);
     let r = send(
         smtp,
         "carol@example.org",

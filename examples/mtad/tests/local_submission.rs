@@ -10,10 +10,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 mod common;
-use common::{Running, SINK, free_port, sink_at, wait_for_files, wait_for_port};
+use common::{free_port, sink_at, wait_for_files};
 
 const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
 
@@ -31,23 +30,6 @@ fn site(name: &str, extra_main: &str) -> (PathBuf, u16) {
         std::fs::write(dir.join("main.cf"), main_cf).unwrap();
     }
     (dir, smtp)
-}
-
-fn start(dir: &Path, smtp: u16) -> Running {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("mtad.log"))
-        .unwrap();
-    let daemon = Running(
-        Command::new(MTAD)
-            .args(["-c", &dir.display().to_string()])
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(smtp, "mtad");
-    daemon
 }
 
 /// Runs `mtad sendmail ARGS` with `input` on standard input.
@@ -81,22 +63,10 @@ fn login() -> String {
         .name
 }
 
-fn log_contains(dir: &Path, what: &str) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap_or_default();
-        if log.contains(what) {
-            return;
-        }
-        assert!(Instant::now() < until, "no {what:?} in the log:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn sendmail_delivers_with_the_headers_postfix_adds() {
     let (dir, smtp) = site("sendmail", "");
-    let _daemon = start(&dir, smtp);
+    let _daemon = common::start_mtad(&dir, smtp);
     // A script's usual call: recipients on the command line, -oi, a body
     // with a line holding only a dot (kept, as with -i).
     let out = sendmail(
@@ -125,8 +95,8 @@ fn sendmail_delivers_with_the_headers_postfix_adds() {
         "{m}"
     );
     assert!(m.ends_with("\n\nall done\n.\nreally\n"), "{m}");
-    log_contains(&dir, "/pickup[");
-    log_contains(&dir, &format!(": uid={uid} from=<{me}@example.com>"));
+    common::wait_for_log(&dir, "/pickup[");
+    common::wait_for_log(&dir, &format!(": uid={uid} from=<{me}@example.com>"));
 
     // -t: recipients from To, Cc and Bcc; the Bcc header is removed.
     let out = sendmail(
@@ -185,7 +155,7 @@ fn mail_waits_in_the_maildrop_until_the_daemon_runs() {
     );
     let maildrop = dir.join("state/queue/maildrop");
     assert_eq!(std::fs::read_dir(&maildrop).unwrap().count(), 1);
-    let _daemon = start(&dir, smtp);
+    let _daemon = common::start_mtad(&dir, smtp);
     let m = &wait_for_files(&maildir(&dir, "example.com", "erin"), 1)[0];
     assert!(m.contains("Subject: while you were out\n"), "{m}");
     assert_eq!(std::fs::read_dir(&maildrop).unwrap().count(), 0);
@@ -194,7 +164,7 @@ fn mail_waits_in_the_maildrop_until_the_daemon_runs() {
 #[test]
 fn sendmail_bs_speaks_smtp_on_standard_input() {
     let (dir, smtp) = site("bs", "");
-    let _daemon = start(&dir, smtp);
+    let _daemon = common::start_mtad(&dir, smtp);
     let out = sendmail(
         &dir,
         &["-bs"],
@@ -212,11 +182,7 @@ fn sendmail_bs_speaks_smtp_on_standard_input() {
 
 #[test]
 fn deferred_mail_goes_when_flushed() {
-    if !Path::new(SINK).exists() {
-        if std::env::var_os("CI").is_some() {
-            panic!("smtp-sink is not installed: CI must install postfix");
-        }
-        eprintln!("skipped: smtp-sink is not installed");
+    if !common::have_sink() {
         return;
     }
     // example.net is reached through a relay that is down at first; the
@@ -228,15 +194,15 @@ fn deferred_mail_goes_when_flushed() {
             "transport_maps = inline:{{ example.net=smtp:[127.0.0.1]:{relay} }}\nfast_flush_domains = example.net\n"
         ),
     );
-    let _daemon = start(&dir, smtp);
+    let _daemon = common::start_mtad(&dir, smtp);
     let out = sendmail(
         &dir,
         &["-f", "alice@example.com", "gina@example.net"],
         "Subject: one\n\n1\n",
     );
     assert!(out.status.success(), "{out:?}");
-    log_contains(&dir, "to=<gina@example.net>, relay=none");
-    log_contains(&dir, "status=deferred (connect to 127.0.0.1[127.0.0.1]:");
+    common::wait_for_log(&dir, "to=<gina@example.net>, relay=none");
+    common::wait_for_log(&dir, "status=deferred (connect to 127.0.0.1[127.0.0.1]:");
 
     // mailq (and sendmail -bp) list it, with the reason.
     let mailq = Command::new(MTAD)

@@ -11,9 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Running, free_port, have, send, wait_for_files, wait_for_port};
-
-const MTAD: &str = env!("CARGO_BIN_EXE_mtad");
+use common::{free_port, have, send, wait_for_files};
 
 /// Stops Dovecot when the test ends.
 struct Dovecot(std::path::PathBuf);
@@ -62,15 +60,7 @@ fn every_user_reads_their_mail_over_imap() {
         .map(|l| l.split_whitespace().next().unwrap().to_owned())
         .collect();
     assert_eq!(users.len(), 10, "the site has ten users: {users:?}");
-    let log = std::fs::File::create(dir.join("mtad.log")).unwrap();
-    let _daemon = Running(
-        Command::new(MTAD)
-            .args(["-c", &dir.display().to_string()])
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(smtp, "mtad");
+    let _daemon = common::start_mtad(&dir, smtp);
     for user in &users {
         let r = send(
             smtp,

@@ -185,10 +185,21 @@ pub(crate) fn wait_for_files(dir: &Path, n: usize) -> Vec<String> {
             .unwrap_or_default();
         if files.len() >= n {
             files.sort();
-            return files
-                .iter()
-                .map(|f| std::fs::read_to_string(f).unwrap())
-                .collect();
+            let read = || -> Vec<String> {
+                files
+                    .iter()
+                    .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+                    .collect()
+            };
+            // smtp-sink writes its dump files as the message comes: take
+            // them once they are whole (not empty, unchanged a moment
+            // later). Maildir files appear whole.
+            let first = read();
+            std::thread::sleep(Duration::from_millis(50));
+            let second = read();
+            if first == second && second.iter().all(|c| !c.is_empty()) {
+                return second;
+            }
         }
         assert!(
             Instant::now() < until,
@@ -230,4 +241,48 @@ pub(crate) fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
 pub(crate) fn say(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, line: &str) -> String {
     writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
     read_reply(reader)
+}
+
+/// Whether Debian's `smtp-sink` is here; says why not (or fails, in CI).
+pub(crate) fn have_sink() -> bool {
+    if Path::new(SINK).exists() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("smtp-sink is not installed: CI must install postfix");
+    }
+    eprintln!("skipped: smtp-sink is not installed");
+    false
+}
+
+/// `mtad -c DIR`, its log appended to `DIR/mtad.log`, once it listens on
+/// `port`.
+pub(crate) fn start_mtad(dir: &Path, port: u16) -> Running {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("mtad.log"))
+        .unwrap();
+    let daemon = Running(
+        Command::new(env!("CARGO_BIN_EXE_mtad"))
+            .args(["-c", &dir.display().to_string()])
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, "mtad");
+    daemon
+}
+
+/// Waits until `DIR/mtad.log` holds `what`; fails with the log.
+pub(crate) fn wait_for_log(dir: &Path, what: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(dir.join("mtad.log")).unwrap_or_default();
+        if log.contains(what) {
+            return;
+        }
+        assert!(Instant::now() < until, "no {what:?} in the log:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
